@@ -1,0 +1,23 @@
+//! `workers`: Registered training workers.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "workers")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub host: String,
+    pub pid: Option<i32>,
+    pub device: String,
+    pub version: String,
+    pub started_at: DateTimeUtc,
+    pub last_heartbeat_at: DateTimeUtc,
+    pub current_job_id: Option<Uuid>,
+    pub stopped_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

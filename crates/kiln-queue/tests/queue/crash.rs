@@ -1,0 +1,62 @@
+//! A claimer process killed with SIGKILL while holding a lease.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_types::JobState;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{Harness, cpu};
+
+#[tokio::test]
+async fn killed_claimer_process_job_is_rescued_and_completed_by_another() {
+    let h = Harness::new().await;
+    let team = h.team("alpha", 4).await;
+    let [job_id] = h.submit(team, 1).await[..] else { unreachable!() };
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln-queue-test-claimer"))
+        .args([&h.test.url, "1.0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the claimer process");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let claimed: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(claimed[..2], ["claimed", job_id.to_string().as_str()], "child said {line:?}");
+    assert_eq!(h.queue.get(job_id).await.unwrap().state, JobState::Running);
+
+    // SIGKILL: no chance to release the lease.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Nobody can take it while the lease lasts; the rescuer takes it back once it expires.
+    assert!(h.queue.claim(cpu()).await.unwrap().is_none());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let rescued = loop {
+        let rescued = h.queue.rescue().await.unwrap();
+        if !rescued.is_empty() {
+            break rescued;
+        }
+        assert!(Instant::now() < deadline, "the dead claimer's lease never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rescued[0].job_id, job_id);
+    assert_eq!(rescued[0].new_state, JobState::Queued);
+
+    let lease = h.queue.claim(cpu()).await.unwrap().expect("another claimer takes it");
+    assert_eq!(lease.job_id(), job_id);
+    assert_eq!(lease.epoch, 2);
+    h.queue.complete(&lease, &json!({"done": true}), "cpu").await.unwrap();
+
+    let job = h.queue.get(job_id).await.unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.attempt, 2, "the crash counted as an attempt");
+    let attempts = h.queue.attempts(job_id).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].outcome.as_deref(), Some("lease_expired"));
+    assert_eq!(attempts[1].outcome.as_deref(), Some("succeeded"));
+    assert_ne!(attempts[0].worker_id, lease.worker_id);
+    let _: Uuid = attempts[0].worker_id;
+}

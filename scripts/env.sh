@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Kiln's shared set-up, sourced by scripts/test.sh, scripts/quickstart.sh and benchmarks.
+#
+# It installs what is missing and starts what must run, reusing everything it installed
+# before (under $KILN_CACHE, outside the repository):
+#   kiln_ensure_postgres  a PostgreSQL that answers at $KILN_TEST_DATABASE_URL
+#   kiln_ensure_libtorch  a virtualenv with torch==2.13.0 for tch (LIBTORCH_USE_PYTORCH=1)
+#   kiln_ensure_s3s       the s3s-fs S3-compatible test server binary
+# Every function is idempotent. Source it: `. scripts/env.sh`.
+
+KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export KILN_ROOT
+export KILN_CACHE="${KILN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}"
+mkdir -p "$KILN_CACHE"
+export PATH="$HOME/.cargo/bin:$PATH"
+export KILN_TEST_DATABASE_URL="${KILN_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# Build outputs live beside the other caches, so a second run (or CI on the same machine)
+# reuses them; set CARGO_TARGET_DIR to override.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KILN_CACHE/target}"
+
+kiln_log() { printf '[kiln] %s\n' "$*" >&2; }
+
+kiln_apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    kiln_log "need root to apt-get install $*; install them yourself and re-run"; return 1
+  fi
+  if [ ! -f "$KILN_CACHE/.apt-updated" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && touch "$KILN_CACHE/.apt-updated"
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# True when a PostgreSQL answers at the URL.
+kiln_pg_answers() {
+  command -v psql >/dev/null 2>&1 || return 1
+  psql "$1" -XAtqc 'select 1' >/dev/null 2>&1
+}
+
+# The directory holding initdb/pg_ctl, installing PostgreSQL when there is none.
+kiln_pg_bindir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$dir" ] || [ ! -x "$dir/initdb" ]; then
+    kiln_log "installing PostgreSQL with apt-get"
+    kiln_apt_install postgresql postgresql-client >&2 || return 1
+    dir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  printf '%s\n' "$dir"
+}
+
+# Starts (creating on first use) a private cluster in $1 on port $2, trust auth, loopback
+# only. Runs as the `postgres` user when we are root (initdb refuses root).
+kiln_start_private_postgres() {
+  local data="$1" port="$2" bindir as=()
+  bindir=$(kiln_pg_bindir) || return 1
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
+    as=(runuser -u postgres --)
+  fi
+  mkdir -p "$data" && [ "$(id -u)" = 0 ] && chown postgres "$data" "$(dirname "$data")"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    kiln_log "creating a private PostgreSQL cluster in $data"
+    "${as[@]}" "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null || return 1
+  fi
+  if ! "${as[@]}" "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    kiln_log "starting PostgreSQL on 127.0.0.1:$port"
+    "${as[@]}" "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+      -o "-p $port -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=400 -c fsync=off" \
+      start >/dev/null || { tail -n 20 "$data/server.log" >&2; return 1; }
+  fi
+}
+
+# Makes sure a PostgreSQL answers at $KILN_TEST_DATABASE_URL: the one given, or a private
+# cluster under $KILN_CACHE started (and installed) here.
+kiln_ensure_postgres() {
+  command -v psql >/dev/null 2>&1 || kiln_apt_install postgresql-client >&2
+  if kiln_pg_answers "$KILN_TEST_DATABASE_URL"; then return 0; fi
+  kiln_log "no PostgreSQL answers at $KILN_TEST_DATABASE_URL; starting a private one"
+  kiln_start_private_postgres "$KILN_CACHE/postgres/data" 55432 || return 1
+  export KILN_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:55432/postgres"
+  kiln_pg_answers "$KILN_TEST_DATABASE_URL"
+}
+
+# A virtualenv with torch==2.13.0 (what tch 0.26 links against), outside the repository.
+kiln_ensure_libtorch() {
+  local venv="$KILN_CACHE/venv"
+  if ! "$venv/bin/python" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
+    kiln_log "installing torch==2.13.0 into $venv (about 5 GB, once)"
+    python3 -m venv "$venv" || { kiln_apt_install python3-venv python3-pip >&2 && python3 -m venv "$venv"; } || return 1
+    "$venv/bin/pip" install -q --upgrade pip >&2
+    "$venv/bin/pip" install -q torch==2.13.0 numpy >&2 || return 1
+  fi
+  export PATH="$venv/bin:$PATH"
+  export LIBTORCH_USE_PYTORCH=1
+  export KILN_PYTHON="$venv/bin/python"
+}
+
+# The s3s-fs S3-compatible server (checks SigV4 signatures), built once into the cache.
+kiln_ensure_s3s() {
+  local root="$KILN_CACHE/s3s"
+  if [ ! -x "$root/bin/s3s-fs" ]; then
+    kiln_log "installing s3s-fs 0.14.1 into $root (once)"
+    cargo install s3s-fs@0.14.1 --features binary --locked --root "$root" >&2 || return 1
+  fi
+  export KILN_S3S_FS="$root/bin/s3s-fs"
+}

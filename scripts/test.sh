@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# THE test command (the README names it, .ci/run calls it). On a fresh Debian machine with
+# Rust, as root, it installs and starts what is missing (PostgreSQL, the libtorch
+# virtualenv, the S3-compatible test server), then runs the format check, clippy and every
+# test. A second run reuses everything installed by the first.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$KILN_ROOT"
+
+kiln_ensure_postgres
+kiln_log "PostgreSQL: $(psql "$KILN_TEST_DATABASE_URL" -XAtqc 'show server_version')"
+
+# Drop databases left by earlier runs (each test creates its own kiln_test_<uuid>).
+psql "$KILN_TEST_DATABASE_URL" -XAtqc \
+  "select datname from pg_database where datname like 'kiln\_test\_%'" |
+  while read -r db; do psql "$KILN_TEST_DATABASE_URL" -Xqc "drop database if exists \"$db\" with (force)" >/dev/null; done
+
+kiln_log "cargo fmt --check"
+cargo fmt --all -- --check
+kiln_log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+kiln_log "cargo test"
+cargo test --workspace --locked
