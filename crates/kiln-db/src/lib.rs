@@ -7,19 +7,20 @@
 
 pub mod entity;
 pub mod migration;
+pub mod repo;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
 pub use migration::Migrator;
 pub use sea_orm::DatabaseConnection as Db;
+pub use sea_orm::DbErr;
 
 /// Database settings shared by every binary (flatten into its clap `Args`).
 #[derive(Clone, clap::Args)]
@@ -107,4 +108,15 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbError> {
 pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>, DbError> {
     let pending = Migrator::get_pending_migrations(db).await?;
     Ok(pending.iter().map(|m| m.name().to_owned()).collect())
+}
+
+/// True when the error means PostgreSQL could not be reached (worth a 503 and a retry),
+/// not that a query was wrong.
+pub fn is_connection_error(err: &DbErr) -> bool {
+    matches!(err, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+}
+
+/// One round trip to PostgreSQL, for readiness checks.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
+    db.execute(Statement::from_string(db.get_database_backend(), "SELECT 1")).await.map(|_| ())
 }

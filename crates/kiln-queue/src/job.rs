@@ -97,3 +97,14 @@ pub struct JobAttempt {
     pub outcome: Option<String>,
     pub error: Option<String>,
 }
+
+/// One log line of a job, from `job_events`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct JobEvent {
+    /// Increasing; the cursor for following a job's logs.
+    pub id: i64,
+    pub ts: DateTime<Utc>,
+    pub level: String,
+    pub message: String,
+    pub attempt: Option<i32>,
+}

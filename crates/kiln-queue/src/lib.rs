@@ -23,6 +23,7 @@
 
 mod error;
 mod job;
+pub mod sql;
 mod stats;
 mod waiter;
 
@@ -37,7 +38,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 pub use error::QueueError;
-pub use job::{Job, JobAttempt};
+pub use job::{Job, JobAttempt, JobEvent};
 pub use stats::{QueueStats, RunningLease, StateCount};
 pub use waiter::{Waiter, Wake};
 
@@ -211,16 +212,7 @@ pub struct Queue {
     config: QueueConfig,
 }
 
-/// The columns of `jobs` in the order [`Job`] reads them.
-const JOB_COLUMNS: &str = "jobs.id, jobs.team_id, jobs.kind, jobs.spec, jobs.priority, jobs.state, \
-    jobs.device, jobs.run_after, jobs.attempt, jobs.max_attempts, jobs.lease_epoch, \
-    jobs.lease_owner, jobs.lease_expires_at, jobs.heartbeat_at, jobs.cancel_requested_at, \
-    jobs.checkpoint_key, jobs.checkpoint_epoch, jobs.resumed_from_epoch, jobs.progress, \
-    jobs.error, jobs.result, jobs.ran_on_device, jobs.idempotency_key, jobs.trace_context, \
-    jobs.created_by, jobs.created_at, jobs.updated_at, jobs.started_at, jobs.finished_at";
-
-/// The fence every worker write carries: this job, this epoch, still running.
-const FENCE: &str = "id = $1 AND lease_epoch = $2 AND state = 'running'";
+use sql::{FENCE, JOB_COLUMNS};
 
 impl Queue {
     /// A queue over the pool of an open sea-orm connection.
@@ -321,6 +313,56 @@ impl Queue {
             .ok_or(QueueError::NotFound { job_id })
     }
 
+    /// One job of one team: another team's job answers `NotFound`, like a missing one.
+    pub async fn get_for_team(&self, team_id: Uuid, job_id: Uuid) -> Result<Job, QueueError> {
+        sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND team_id = $2"))
+            .bind(job_id)
+            .bind(team_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(QueueError::NotFound { job_id })
+    }
+
+    /// A team's jobs, newest first, optionally in one state; `before` is the last id of the
+    /// previous page. Fetches `limit` rows.
+    pub async fn list(
+        &self,
+        team_id: Uuid,
+        state: Option<JobState>,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Job>, QueueError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE team_id = $1 \
+               AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(team_id)
+        .bind(state.map(JobState::as_str))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A job's log lines in order, after line `after` (a cursor), at most `limit`.
+    pub async fn logs(
+        &self,
+        job_id: Uuid,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<JobEvent>, QueueError> {
+        Ok(sqlx::query_as(
+            "SELECT id, ts, level, message, attempt FROM job_events \
+             WHERE job_id = $1 AND id > coalesce($2, 0) ORDER BY id LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every attempt of a job, oldest first.
     pub async fn attempts(&self, job_id: Uuid) -> Result<Vec<JobAttempt>, QueueError> {
         Ok(sqlx::query_as(
@@ -344,43 +386,22 @@ impl Queue {
         loop {
             let mut tx = self.pool.begin().await?;
             // 1. Choose a team: the best head-of-line job of each team, without locks.
-            let team: Option<(Uuid,)> = sqlx::query_as(
-                "SELECT t.id FROM teams t \
-                 CROSS JOIN LATERAL ( \
-                     SELECT j.priority, j.created_at FROM jobs j \
-                     WHERE j.team_id = t.id AND j.state = 'queued' AND j.run_after <= now() \
-                       AND j.device = ANY($1) \
-                     ORDER BY j.priority DESC, j.created_at, j.id LIMIT 1) head \
-                 CROSS JOIN LATERAL ( \
-                     SELECT count(*) AS n FROM jobs r \
-                     WHERE r.team_id = t.id AND r.state = 'running') running \
-                 WHERE running.n < t.max_running_jobs AND NOT (t.id = ANY($2)) \
-                 ORDER BY head.priority DESC, running.n, head.created_at \
-                 LIMIT 1",
-            )
-            .bind(&devices)
-            .bind(&skipped_teams)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let team: Option<(Uuid,)> = sqlx::query_as(sql::CHOOSE_TEAM)
+                .bind(&devices)
+                .bind(&skipped_teams)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some((team_id,)) = team else {
                 tx.commit().await?;
                 return Ok(None);
             };
             // 2. Serialise claims within the team to enforce its cap exactly. NO KEY UPDATE
             //    does not block inserts of new jobs (their foreign key takes KEY SHARE).
-            let (cap,): (i32,) = sqlx::query_as(
-                "SELECT max_running_jobs FROM teams WHERE id = $1 FOR NO KEY UPDATE",
-            )
-            .bind(team_id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let (cap,): (i32,) =
+                sqlx::query_as(sql::LOCK_TEAM).bind(team_id).fetch_one(&mut *tx).await?;
             // A new statement sees every claim committed while we waited for the lock.
-            let (running,): (i64,) = sqlx::query_as(
-                "SELECT count(*) FROM jobs WHERE team_id = $1 AND state = 'running'",
-            )
-            .bind(team_id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let (running,): (i64,) =
+                sqlx::query_as(sql::COUNT_RUNNING).bind(team_id).fetch_one(&mut *tx).await?;
             if running >= i64::from(cap) {
                 tx.rollback().await?;
                 skipped_teams.push(team_id);
@@ -410,31 +431,13 @@ impl Queue {
         devices: &[&str],
         worker_id: Uuid,
     ) -> Result<Option<Job>, QueueError> {
-        let job: Option<Job> = sqlx::query_as(&format!(
-            "WITH next AS ( \
-                 SELECT id FROM jobs \
-                 WHERE team_id = $1 AND state = 'queued' AND run_after <= now() \
-                   AND device = ANY($2) \
-                 ORDER BY priority DESC, created_at, id LIMIT 1 \
-                 FOR UPDATE SKIP LOCKED), \
-             claimed AS ( \
-                 UPDATE jobs SET state = 'running', attempt = attempt + 1, \
-                     lease_epoch = lease_epoch + 1, lease_owner = $3, \
-                     lease_expires_at = now() + make_interval(secs => $4), heartbeat_at = now(), \
-                     started_at = coalesce(started_at, now()), updated_at = now() \
-                 FROM next WHERE jobs.id = next.id \
-                 RETURNING {JOB_COLUMNS}), \
-             attempt AS ( \
-                 INSERT INTO job_attempts (job_id, lease_epoch, attempt, worker_id) \
-                 SELECT id, lease_epoch, attempt, lease_owner FROM claimed) \
-             SELECT * FROM claimed"
-        ))
-        .bind(team_id)
-        .bind(devices)
-        .bind(worker_id)
-        .bind(self.lease_secs())
-        .fetch_optional(&mut **tx)
-        .await?;
+        let job: Option<Job> = sqlx::query_as(&sql::CLAIM_IN_TEAM)
+            .bind(team_id)
+            .bind(devices)
+            .bind(worker_id)
+            .bind(self.lease_secs())
+            .fetch_optional(&mut **tx)
+            .await?;
         Ok(job)
     }
 
@@ -551,22 +554,13 @@ impl Queue {
         result: &Value,
         ran_on_device: &str,
     ) -> Result<(), QueueError> {
-        let done = sqlx::query(&format!(
-            "WITH done AS ( \
-                 UPDATE jobs SET state = 'succeeded', result = $3, ran_on_device = $4, \
-                     error = NULL, lease_owner = NULL, lease_expires_at = NULL, \
-                     finished_at = now(), updated_at = now() \
-                 WHERE {FENCE} RETURNING id, lease_epoch) \
-             UPDATE job_attempts a SET ended_at = now(), outcome = 'succeeded' \
-             FROM done WHERE a.job_id = done.id AND a.lease_epoch = done.lease_epoch \
-             RETURNING a.job_id"
-        ))
-        .bind(lease.job.id)
-        .bind(lease.epoch)
-        .bind(result)
-        .bind(ran_on_device)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(&sql::COMPLETE)
+            .bind(lease.job.id)
+            .bind(lease.epoch)
+            .bind(result)
+            .bind(ran_on_device)
+            .execute(&self.pool)
+            .await?;
         fenced(done.rows_affected(), lease)
     }
 

@@ -5,9 +5,12 @@
 //! on. The one table that maps error codes to HTTP status codes lives in [`error`], so every
 //! binary answers the same failure with the same code.
 
+pub mod api;
+pub mod auth;
 pub mod error;
 pub mod job;
 pub mod spec;
 
+pub use auth::Role;
 pub use error::ErrorCode;
 pub use job::{DeviceRequirement, JobState, ParseEnumError, WorkerDevice};

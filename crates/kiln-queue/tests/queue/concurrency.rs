@@ -37,7 +37,7 @@ async fn two_thousand_jobs_eight_claimers_each_completed_exactly_once() {
         task.await.unwrap();
     }
 
-    let completions = completions.lock().unwrap();
+    let completions = std::mem::take(&mut *completions.lock().unwrap());
     assert_eq!(completions.len(), JOBS, "every job completed");
     assert!(completions.values().all(|&n| n == 1), "no job completed twice");
     for id in &submitted {

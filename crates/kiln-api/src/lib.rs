@@ -1,0 +1,22 @@
+//! Kiln's REST API for teams, on actix-web: the only crate that knows actix-web.
+//!
+//! The contract is API.md: bearer tokens with roles (admin, maintainer, member, viewer),
+//! team isolation (another team's resource answers 404), one JSON error body for every
+//! 4xx/5xx including actix's own extractor failures, cursor pagination, an OpenAPI document
+//! generated from the handlers. The process keeps no state of its own: PostgreSQL (through
+//! kiln-db and kiln-queue) holds everything, so any number of replicas can serve.
+//!
+//! Layout: [`startup`] builds the server (tests start it on port 0), [`auth`] authenticates
+//! and checks roles, [`error`] maps every failure to the JSON body, [`routes`] holds one
+//! module per resource, [`openapi`] the generated document, [`metrics`] Prometheus.
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod pagination;
+pub mod routes;
+pub mod startup;
+pub mod state;
+
+pub use startup::{ApiArgs, Application};

@@ -1,0 +1,42 @@
+//! Liveness, readiness, Prometheus metrics and the OpenAPI document.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use kiln_types::api::{Health, Readiness};
+
+use crate::state::AppState;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub async fn healthz() -> web::Json<Health> {
+    web::Json(Health { status: "ok".to_owned() })
+}
+
+/// Ready to serve: PostgreSQL answers (and, once configured, the artifact store).
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut checks = BTreeMap::new();
+    let db_ok = kiln_db::ping(&state.db).await.is_ok();
+    checks.insert("postgres".to_owned(), if db_ok { "ok" } else { "unavailable" }.to_owned());
+    let ready = checks.values().all(|v| v == "ok");
+    let body = Readiness { status: if ready { "ready" } else { "not_ready" }.to_owned(), checks };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, content_type = "application/json", body = Object)))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(crate::openapi::document_json())
+}

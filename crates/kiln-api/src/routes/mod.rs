@@ -1,0 +1,35 @@
+//! Route handlers, one module per resource. Each handler authenticates with [`Caller`],
+//! checks its role, scopes by team, and answers a kiln-types wire type or an [`ApiError`].
+//!
+//! [`Caller`]: crate::auth::Caller
+//! [`ApiError`]: crate::error::ApiError
+
+pub mod audit;
+pub mod health;
+pub mod jobs;
+pub mod runs;
+pub mod teams;
+pub mod tokens;
+
+use actix_web::web;
+
+/// Mounts every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").get(health::healthz))
+        .service(web::resource("/readyz").get(health::readyz))
+        .service(web::resource("/metrics").get(health::metrics))
+        .service(web::resource("/openapi.json").get(health::openapi))
+        .service(web::resource("/v1/teams").post(teams::create).get(teams::list))
+        .service(web::resource("/v1/teams/{team_id}/tokens").post(tokens::create).get(tokens::list))
+        .service(web::resource("/v1/tokens/{token_id}").delete(tokens::revoke))
+        .service(web::resource("/v1/jobs").get(jobs::list))
+        .service(web::resource("/v1/jobs/{id}").get(jobs::get))
+        .service(web::resource("/v1/jobs/{id}/cancel").post(jobs::cancel))
+        .service(web::resource("/v1/jobs/{id}/retry").post(jobs::retry))
+        .service(web::resource("/v1/jobs/{id}/metrics").get(jobs::metrics))
+        .service(web::resource("/v1/jobs/{id}/logs").get(jobs::logs))
+        .service(web::resource("/v1/runs").post(runs::create).get(runs::list))
+        .service(web::resource("/v1/runs/{id}/metrics").post(runs::log_metrics).get(runs::metrics))
+        .service(web::resource("/v1/runs/{id}/finish").post(runs::finish))
+        .service(web::resource("/v1/audit").get(audit::list));
+}

@@ -1,0 +1,111 @@
+//! Black-box tests of the API: each starts the real server on port 0 against a fresh
+//! database and talks HTTP to it. One test binary; each feature is a module.
+
+mod auth;
+mod errors;
+mod openapi;
+mod runs;
+mod teams;
+
+use std::net::TcpListener;
+
+use kiln_api::Application;
+use kiln_api::metrics::Metrics;
+use kiln_api::state::{AppState, Limits};
+use kiln_db::repo::tokens;
+use kiln_db::testing::{TestDatabase, fresh_database};
+use kiln_queue::{Queue, QueueConfig};
+use kiln_types::Role;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A running server, its database and an admin token.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base: String,
+    pub test: TestDatabase,
+    pub admin: String,
+    pub http: reqwest::Client,
+}
+
+/// A team with a token for each role.
+#[derive(Debug, Clone)]
+pub struct TestTeam {
+    pub id: Uuid,
+    pub name: String,
+    pub maintainer: String,
+    pub member: String,
+    pub viewer: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let test = fresh_database(10).await.expect("fresh database");
+    let admin =
+        tokens::issue(&test.db, None, Role::Admin, "test-admin", None).await.unwrap().secret;
+    let state = AppState {
+        queue: Queue::new(&test.db, QueueConfig::default()),
+        db: test.db.clone(),
+        metrics: Metrics::new(),
+        limits: Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = Application::from_state(state, listener, Some(2)).unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp { base, test, admin, http: reqwest::Client::new() }
+}
+
+impl TestApp {
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let req = self.http.request(method, format!("{}{}", self.base, path));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token)).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(token)).json(&body).send().await.unwrap()
+    }
+
+    /// Creates a team and a maintainer, member and viewer token through the API.
+    pub async fn team(&self, name: &str) -> TestTeam {
+        let res = self.post("/v1/teams", &self.admin, json!({"name": name})).await;
+        assert_eq!(res.status(), 201, "create team {name}");
+        let id: Uuid = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+        let mut tokens = Vec::new();
+        for role in ["maintainer", "member", "viewer"] {
+            let res = self
+                .post(
+                    &format!("/v1/teams/{id}/tokens"),
+                    &self.admin,
+                    json!({"name": role, "role": role}),
+                )
+                .await;
+            assert_eq!(res.status(), 201);
+            tokens.push(res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned());
+        }
+        let [maintainer, member, viewer] = <[String; 3]>::try_from(tokens).unwrap();
+        TestTeam { id, name: name.to_owned(), maintainer, member, viewer }
+    }
+}
+
+/// Asserts the API.md error shape and code; returns the body.
+pub async fn assert_error(res: Response, status: u16, code: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        ct.as_deref().is_some_and(|c| c.starts_with("application/json")),
+        "content-type {ct:?}"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(body["error"]["details"].is_object(), "{body}");
+    body
+}

@@ -1,0 +1,157 @@
+//! Datasets: immutable, versioned per name within a team. The bytes live in the artifact
+//! store under `storage_key`; the row holds what was learned while streaming them in.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Page, RepoError, parse_cursor};
+use crate::entity::datasets;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dataset {
+    pub id: Uuid,
+    pub team_id: Uuid,
+    pub name: String,
+    pub version: i32,
+    pub format: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub storage_key: String,
+    pub schema: Value,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<datasets::Model> for Dataset {
+    fn from(m: datasets::Model) -> Self {
+        Dataset {
+            id: m.id,
+            team_id: m.team_id,
+            name: m.name,
+            version: m.version,
+            format: m.format,
+            sha256: m.sha256,
+            size_bytes: m.size_bytes,
+            storage_key: m.storage_key,
+            schema: m.schema,
+            created_by: m.created_by,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// What an upload learned about the bytes it stored.
+#[derive(Debug, Clone)]
+pub struct NewDataset<'a> {
+    pub team_id: Uuid,
+    pub name: &'a str,
+    pub format: &'a str,
+    pub sha256: &'a str,
+    pub size_bytes: i64,
+    pub storage_key: &'a str,
+    pub schema: Value,
+    pub created_by: Option<Uuid>,
+}
+
+/// Why a dataset name is refused, or `None`.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if name.is_empty() || name.len() > 128 {
+        Some("must be 1 to 128 characters")
+    } else if !name.bytes().all(ok) || name.starts_with('.') {
+        Some("may use only letters, digits, '-', '_' and '.', and not start with '.'")
+    } else {
+        None
+    }
+}
+
+/// Records a new version of the named dataset (versions count up from 1 per name).
+pub async fn create(db: &impl ConnectionTrait, new: NewDataset<'_>) -> Result<Dataset, RepoError> {
+    // Two concurrent uploads of the same name may pick the same next version; the unique
+    // key refuses one of them, which then takes the following number.
+    for _ in 0..5 {
+        let result = datasets::Model::find_by_statement(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "INSERT INTO datasets (id, team_id, name, version, format, sha256, size_bytes, storage_key, schema, created_by) \
+             SELECT $1, $2, $3, coalesce(max(version), 0) + 1, $4, $5, $6, $7, $8, $9 \
+             FROM datasets WHERE team_id = $2 AND name = $3 \
+             RETURNING *",
+            [
+                Uuid::now_v7().into(),
+                new.team_id.into(),
+                new.name.into(),
+                new.format.into(),
+                new.sha256.into(),
+                new.size_bytes.into(),
+                new.storage_key.into(),
+                new.schema.clone().into(),
+                new.created_by.into(),
+            ],
+        ))
+        .one(db)
+        .await;
+        match result {
+            Ok(Some(model)) => return Ok(model.into()),
+            Ok(None) => return Err(RepoError::NotFound { resource: "dataset" }),
+            Err(err)
+                if matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) =>
+            {
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(RepoError::AlreadyExists { resource: "dataset version", name: new.name.to_owned() })
+}
+
+/// A dataset of this team (another team's answers `None`).
+pub async fn get(
+    db: &impl ConnectionTrait,
+    team_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Dataset>, RepoError> {
+    Ok(datasets::Entity::find_by_id(id)
+        .filter(datasets::Column::TeamId.eq(team_id))
+        .one(db)
+        .await?
+        .map(Into::into))
+}
+
+/// A team's datasets, newest first, optionally only one name.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    team_id: Uuid,
+    name: Option<&str>,
+    limit: u64,
+    cursor: Option<&str>,
+) -> Result<Page<Dataset>, RepoError> {
+    let mut query = datasets::Entity::find()
+        .filter(datasets::Column::TeamId.eq(team_id))
+        .order_by_desc(datasets::Column::Id);
+    if let Some(name) = name {
+        query = query.filter(datasets::Column::Name.eq(name));
+    }
+    if let Some(after) = parse_cursor(cursor)? {
+        query = query.filter(datasets::Column::Id.lt(after));
+    }
+    let rows = query.limit(limit + 1).all(db).await?;
+    Ok(Page::from_rows(rows.into_iter().map(Into::into).collect(), limit, |d: &Dataset| {
+        d.id.to_string()
+    }))
+}
+
+/// Every storage key a dataset refers to (for garbage collection).
+pub async fn storage_keys(db: &impl ConnectionTrait) -> Result<Vec<String>, RepoError> {
+    Ok(datasets::Entity::find()
+        .select_only()
+        .column(datasets::Column::StorageKey)
+        .into_tuple::<String>()
+        .all(db)
+        .await?)
+}

@@ -1,0 +1,177 @@
+//! Tracked runs and their metric series. A Kiln job is a run too (same id), so one
+//! metrics view serves training inside and outside Kiln.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, Statement,
+};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Page, RepoError, parse_cursor};
+use crate::entity::runs;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: Uuid,
+    pub team_id: Uuid,
+    pub job_id: Option<Uuid>,
+    pub name: String,
+    pub params: Value,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<runs::Model> for Run {
+    fn from(m: runs::Model) -> Self {
+        Run {
+            id: m.id,
+            team_id: m.team_id,
+            job_id: m.job_id,
+            name: m.name,
+            params: m.params,
+            status: m.status,
+            created_at: m.created_at,
+            finished_at: m.finished_at,
+        }
+    }
+}
+
+/// A metric point as ingested. `ts` defaults to the database's `now()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub name: String,
+    pub step: i64,
+    pub value: f64,
+    pub ts: Option<DateTime<Utc>>,
+}
+
+/// Series by name, each a list of `[step, value]` in step order: ready to plot.
+pub type Series = BTreeMap<String, Vec<(i64, f64)>>;
+
+/// Creates a run. `id` is the job's id for a Kiln job, a new v7 id otherwise.
+pub async fn create(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    team_id: Uuid,
+    job_id: Option<Uuid>,
+    name: &str,
+    params: Value,
+    created_by: Option<Uuid>,
+) -> Result<Run, RepoError> {
+    let model = runs::ActiveModel {
+        id: Set(id),
+        team_id: Set(team_id),
+        job_id: Set(job_id),
+        name: Set(name.to_owned()),
+        params: Set(params),
+        status: Set("running".to_owned()),
+        created_by: Set(created_by),
+        created_at: Set(Utc::now()),
+        finished_at: Set(None),
+    }
+    .insert(db)
+    .await?;
+    Ok(model.into())
+}
+
+/// A run of this team, or `None` (also when it belongs to another team).
+pub async fn get(
+    db: &impl ConnectionTrait,
+    team_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Run>, RepoError> {
+    Ok(runs::Entity::find_by_id(id)
+        .filter(runs::Column::TeamId.eq(team_id))
+        .one(db)
+        .await?
+        .map(Into::into))
+}
+
+pub async fn list(
+    db: &impl ConnectionTrait,
+    team_id: Uuid,
+    limit: u64,
+    cursor: Option<&str>,
+) -> Result<Page<Run>, RepoError> {
+    let mut query = runs::Entity::find()
+        .filter(runs::Column::TeamId.eq(team_id))
+        .order_by_desc(runs::Column::Id);
+    if let Some(after) = parse_cursor(cursor)? {
+        query = query.filter(runs::Column::Id.lt(after));
+    }
+    let rows = query.limit(limit + 1).all(db).await?;
+    Ok(Page::from_rows(rows.into_iter().map(Into::into).collect(), limit, |r: &Run| {
+        r.id.to_string()
+    }))
+}
+
+/// Ends a run; false when it had already ended.
+pub async fn finish(db: &impl ConnectionTrait, id: Uuid, status: &str) -> Result<bool, RepoError> {
+    let done = runs::Entity::update_many()
+        .col_expr(runs::Column::Status, sea_orm::sea_query::Expr::value(status))
+        .col_expr(runs::Column::FinishedAt, sea_orm::sea_query::Expr::current_timestamp().into())
+        .filter(runs::Column::Id.eq(id))
+        .filter(runs::Column::Status.eq("running"))
+        .exec(db)
+        .await?;
+    Ok(done.rows_affected == 1)
+}
+
+/// Appends points in one statement (`unnest` of parallel arrays): the ingest hot path.
+pub async fn append_metrics(
+    db: &DatabaseConnection,
+    run_id: Uuid,
+    points: &[Point],
+) -> Result<(), RepoError> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
+    let steps: Vec<i64> = points.iter().map(|p| p.step).collect();
+    let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+    let ts: Vec<Option<DateTime<Utc>>> = points.iter().map(|p| p.ts).collect();
+    sqlx::query(
+        "INSERT INTO metrics (run_id, name, step, value, ts) \
+         SELECT $1, p.name, p.step, p.value, coalesce(p.ts, now()) \
+         FROM unnest($2::text[], $3::bigint[], $4::float8[], $5::timestamptz[]) AS p(name, step, value, ts)",
+    )
+    .bind(run_id)
+    .bind(&names)
+    .bind(&steps)
+    .bind(&values)
+    .bind(&ts)
+    .execute(db.get_postgres_connection_pool())
+    .await
+    .map_err(|err| RepoError::Db(sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(err))))?;
+    Ok(())
+}
+
+/// Every series of a run (optionally only `name`), in step order.
+pub async fn series(
+    db: &impl ConnectionTrait,
+    run_id: Uuid,
+    name: Option<&str>,
+) -> Result<Series, RepoError> {
+    let rows = db
+        .query_all(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT name, step, value FROM metrics WHERE run_id = $1 AND ($2::text IS NULL OR name = $2) \
+             ORDER BY name, step, ts",
+            [run_id.into(), name.map(str::to_owned).into()],
+        ))
+        .await?;
+    let mut series = Series::new();
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        let step: i64 = row.try_get("", "step")?;
+        let value: f64 = row.try_get("", "value")?;
+        series.entry(name).or_default().push((step, value));
+    }
+    Ok(series)
+}
