@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, health, jobs, runs, teams, tokens};
+use crate::routes::{admin, audit, health, jobs, runs, teams, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use crate::routes::{audit, health, jobs, runs, teams, tokens};
         jobs::list, jobs::get, jobs::cancel, jobs::retry, jobs::metrics, jobs::logs,
         runs::create, runs::list, runs::log_metrics, runs::metrics, runs::finish,
         audit::list,
+        admin::queue_stats, admin::workers,
     ),
     components(schemas(kiln_types::api::ErrorBody, kiln_types::api::ErrorDetail, jobs::LogsPage)),
     modifiers(&BearerAuth),

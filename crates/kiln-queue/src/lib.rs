@@ -26,6 +26,7 @@ mod job;
 pub mod sql;
 mod stats;
 mod waiter;
+mod workers;
 
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ pub use error::QueueError;
 pub use job::{Job, JobAttempt, JobEvent};
 pub use stats::{QueueStats, RunningLease, StateCount};
 pub use waiter::{Waiter, Wake};
+pub use workers::{WorkerInfo, WorkerRow};
 
 /// The channel the `jobs_notify_queued` trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "kiln_jobs";
@@ -734,6 +736,30 @@ impl Queue {
     /// A waiter that sleeps until work may be available (see [`Waiter`]).
     pub async fn waiter(&self) -> Result<Waiter, QueueError> {
         Waiter::listen(&self.pool, self.config.poll_interval).await
+    }
+
+    /// Registers (or re-registers) a worker process.
+    pub async fn register_worker(&self, info: &WorkerInfo) -> Result<(), QueueError> {
+        workers::register(&self.pool, info).await
+    }
+
+    /// The worker is alive and runs `current_job` (if any).
+    pub async fn worker_heartbeat(
+        &self,
+        worker_id: Uuid,
+        current_job: Option<Uuid>,
+    ) -> Result<(), QueueError> {
+        workers::heartbeat(&self.pool, worker_id, current_job).await
+    }
+
+    /// The worker stopped cleanly.
+    pub async fn worker_stopped(&self, worker_id: Uuid) -> Result<(), QueueError> {
+        workers::stopped(&self.pool, worker_id).await
+    }
+
+    /// Live workers (and those stopped within the hour).
+    pub async fn workers(&self) -> Result<Vec<WorkerRow>, QueueError> {
+        workers::list(&self.pool).await
     }
 
     /// Counts per state and team, the oldest queued job's age, and the running leases.

@@ -213,3 +213,43 @@ pub struct Readiness {
     pub status: String,
     pub checks: BTreeMap<String, String>,
 }
+
+/// Queue depth by team and state, the oldest queued job's age and the running leases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueueStats {
+    pub counts: Vec<QueueCount>,
+    pub oldest_queued_age_seconds: Option<f64>,
+    pub running: Vec<RunningLease>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueueCount {
+    pub team: String,
+    pub state: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunningLease {
+    pub job_id: Uuid,
+    pub team: String,
+    pub worker_id: Uuid,
+    pub attempt: i32,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// A training worker process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Worker {
+    pub id: Uuid,
+    pub host: String,
+    pub pid: Option<i32>,
+    pub device: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    pub heartbeat_age_seconds: f64,
+    pub current_job_id: Option<Uuid>,
+    pub stopped_at: Option<DateTime<Utc>>,
+}

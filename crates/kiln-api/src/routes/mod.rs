@@ -4,6 +4,7 @@
 //! [`Caller`]: crate::auth::Caller
 //! [`ApiError`]: crate::error::ApiError
 
+pub mod admin;
 pub mod audit;
 pub mod health;
 pub mod jobs;
@@ -31,5 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/v1/runs").post(runs::create).get(runs::list))
         .service(web::resource("/v1/runs/{id}/metrics").post(runs::log_metrics).get(runs::metrics))
         .service(web::resource("/v1/runs/{id}/finish").post(runs::finish))
-        .service(web::resource("/v1/audit").get(audit::list));
+        .service(web::resource("/v1/audit").get(audit::list))
+        .service(web::resource("/v1/admin/queue").get(admin::queue_stats))
+        .service(web::resource("/v1/admin/workers").get(admin::workers));
 }

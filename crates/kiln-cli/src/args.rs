@@ -1,0 +1,184 @@
+//! Parsed command-line arguments (clap). Flags override environment variables, which
+//! override the profile file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Operate a Kiln MLOps platform",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Where the Kiln API listens (default http://127.0.0.1:8080).
+    #[arg(long, env = "KILN_API_URL", global = true)]
+    pub api_url: Option<String>,
+    /// API token (`kiln_...`).
+    #[arg(long, env = "KILN_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+    /// Profile in the config file to read defaults from.
+    #[arg(long, env = "KILN_PROFILE", default_value = "default", global = true)]
+    pub profile: String,
+    /// Config file (default $XDG_CONFIG_HOME/kiln/config.toml).
+    #[arg(long, env = "KILN_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Installation and platform administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// The job queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Training workers.
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+    /// Training jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Check PostgreSQL, migrations, the API and the workers, one line each.
+    Doctor(DoctorArgs),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArg {
+    /// PostgreSQL URL.
+    #[arg(long = "database-url", env = "KILN_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Apply database migrations (idempotent).
+    Migrate(DatabaseArg),
+    /// Create the first admin token and print it once.
+    Bootstrap {
+        #[command(flatten)]
+        db: DatabaseArg,
+        /// Name of the token.
+        #[arg(long, default_value = "bootstrap")]
+        name: String,
+        /// Issue another admin token even if one exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Teams.
+    #[command(subcommand)]
+    Teams(TeamsCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamsCommand {
+    /// Create a team.
+    Create {
+        name: String,
+        /// Cap on the team's concurrently running jobs.
+        #[arg(long)]
+        max_running_jobs: Option<i32>,
+    },
+    /// List teams.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Issue a team token; the secret is printed once.
+    Create {
+        #[arg(long)]
+        team: String,
+        #[arg(long, value_parser = ["maintainer", "member", "viewer"])]
+        role: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List a team's tokens.
+    List {
+        #[arg(long)]
+        team: String,
+    },
+    /// Revoke a token by id.
+    Revoke { id: uuid::Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Depth per state and team, oldest queued age, running leases.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// Id, host, device, last heartbeat, current job.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Submit a job spec (JSON file, `-` for stdin).
+    Submit {
+        spec: PathBuf,
+        /// Follow progress until the job ends; exit non-zero unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+        /// Idempotency key: submitting the same spec again returns the same job.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// List jobs.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one job.
+    Show { id: uuid::Uuid },
+    /// Cancel a job.
+    Cancel { id: uuid::Uuid },
+    /// Queue a failed or cancelled job again.
+    Retry { id: uuid::Uuid },
+    /// Print a job's log lines.
+    Logs {
+        id: uuid::Uuid,
+        /// Keep printing new lines until the job ends.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// PostgreSQL URL (checks the database and its migrations when given).
+    #[arg(long = "database-url", env = "KILN_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}

@@ -1,0 +1,28 @@
+//! One module per command group; [`run`] dispatches.
+
+mod admin;
+mod doctor;
+mod jobs;
+mod ops;
+
+use clap::CommandFactory;
+
+use crate::args::{Cli, Command};
+use crate::client::Client;
+use crate::config;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let format = cli.global.output;
+    let client = || -> anyhow::Result<Client> { Client::new(&config::resolve(&cli.global)?) };
+    match cli.command {
+        Command::Admin(cmd) => admin::run(cmd, client, format).await,
+        Command::Queue(cmd) => ops::queue(cmd, &client()?, format).await,
+        Command::Workers(cmd) => ops::workers(cmd, &client()?, format).await,
+        Command::Jobs(cmd) => jobs::run(cmd, &client()?, format).await,
+        Command::Doctor(args) => doctor::run(args, &config::resolve(&cli.global)?, format).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}

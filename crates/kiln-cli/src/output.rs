@@ -1,0 +1,67 @@
+//! Tables for people, JSON for scripts.
+
+use serde::Serialize;
+
+use crate::args::OutputFormat;
+
+/// Prints `value` as JSON, or as a table with `headers` and `rows`.
+pub fn print<T: Serialize>(
+    format: OutputFormat,
+    value: &T,
+    headers: &[&str],
+    rows: Vec<Vec<String>>,
+) {
+    match format {
+        OutputFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default())
+        }
+        OutputFormat::Table => print!("{}", table(headers, &rows)),
+    }
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `-` for absent values.
+pub fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_else(|| "-".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table;
+
+    #[test]
+    fn columns_align_to_the_widest_cell() {
+        let out = table(
+            &["ID", "NAME"],
+            &[vec!["1".into(), "alpha".into()], vec!["100".into(), "b".into()]],
+        );
+        assert_eq!(out, "ID   NAME\n1    alpha\n100  b\n");
+    }
+}
