@@ -11,3 +11,4 @@ pub mod spec;
 
 pub use error::ErrorCode;
 pub use job::{DeviceRequirement, JobState, ParseEnumError, WorkerDevice};
+pub use spec::{JobSpec, ValidationErrors};
