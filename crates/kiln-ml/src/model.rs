@@ -295,6 +295,10 @@ impl Network {
     /// Logits `[n, classes]`, or standardised values `[n]` for regression.
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let out = match &self.body {
+            // Image-shaped samples given to a dense model are flattened first.
+            Body::Native(seq) if xs.dim() > 2 && !matches!(self.arch, Architecture::Cnn { .. }) => {
+                seq.forward_t(&xs.flatten(1, -1), self.training)
+            }
             Body::Native(seq) => seq.forward_t(xs, self.training),
             Body::Script(module) => module.forward_ts(&[xs]).map_err(|e| {
                 MlError::Script(format!("forward failed: {}", first_line(&e.to_string())))

@@ -57,12 +57,6 @@ impl Optimizer {
         self.lr = lr;
     }
 
-    pub(crate) fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
-    }
-
     /// Scales the gradients so their global L2 norm is at most `max_norm` (as PyTorch's
     /// `clip_grad_norm_`, without a host synchronisation).
     pub(crate) fn clip_grad_norm(&self, max_norm: f64) {
@@ -81,7 +75,8 @@ impl Optimizer {
         });
     }
 
-    /// One update from the current gradients.
+    /// One update from the current gradients, which it then zeroes for the next backward
+    /// pass (one op per parameter, fewer than a separate `zero_grad`).
     pub(crate) fn step(&mut self) {
         self.steps += 1;
         let _guard = tch::no_grad_guard();
@@ -89,11 +84,11 @@ impl Optimizer {
         match self.kind {
             Kind::Sgd => {
                 for (i, (_, p)) in self.params.iter_mut().enumerate() {
-                    let g = p.grad();
-                    if !g.defined() {
+                    let mut grad = p.grad();
+                    if !grad.defined() {
                         continue;
                     }
-                    let mut d = if wd > 0.0 { &g + &*p * wd } else { g };
+                    let mut d = if wd > 0.0 { &grad + &*p * wd } else { grad.shallow_clone() };
                     if self.momentum > 0.0 {
                         let buf = &mut self.first[i];
                         if self.steps == 1 {
@@ -105,6 +100,7 @@ impl Optimizer {
                         d = buf.shallow_clone();
                     }
                     let _ = p.g_sub_(&(d * lr));
+                    let _ = grad.zero_();
                 }
             }
             Kind::Adam | Kind::Adamw => {
@@ -117,17 +113,17 @@ impl Optimizer {
                 let a = -bias1 / (lr * bias2.sqrt());
                 let b = -bias1 * self.eps / lr;
                 for (i, (_, p)) in self.params.iter_mut().enumerate() {
-                    let g = p.grad();
-                    if !g.defined() {
+                    let mut grad = p.grad();
+                    if !grad.defined() {
                         continue;
                     }
                     let g = match self.kind {
-                        Kind::Adam if wd > 0.0 => &g + &*p * wd,
+                        Kind::Adam if wd > 0.0 => &grad + &*p * wd,
                         Kind::Adamw if wd > 0.0 => {
                             let _ = p.g_mul_scalar_(1.0 - lr * wd);
-                            g
+                            grad.shallow_clone()
                         }
-                        _ => g,
+                        _ => grad.shallow_clone(),
                     };
                     let _ = self.first[i].lerp_(&g, 1.0 - b1);
                     let v = &mut self.second[i];
@@ -137,6 +133,7 @@ impl Optimizer {
                     let _ = denom.g_mul_scalar_(a);
                     let _ = denom.g_add_scalar_(b);
                     let _ = p.addcdiv_(&self.first[i], &denom);
+                    let _ = grad.zero_();
                 }
             }
         }

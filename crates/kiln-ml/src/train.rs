@@ -191,7 +191,7 @@ pub fn train(
             let xb = xs.narrow(0, start as i64, len);
             let yb = ys.narrow(0, start as i64, len);
 
-            optimizer.zero_grad();
+            // Gradients are zero here: the optimiser zeroes them after each update.
             let out = network.forward(&xb)?;
             drop(rng_guard);
             let loss = loss_fn(spec.task, &out, &yb)?;
