@@ -15,6 +15,10 @@ psql "$KILN_TEST_DATABASE_URL" -XAtqc \
   "select datname from pg_database where datname like 'kiln\_test\_%'" |
   while read -r db; do psql "$KILN_TEST_DATABASE_URL" -Xqc "drop database if exists \"$db\" with (force)" >/dev/null; done
 
+# torch-sys builds against the virtualenv's libtorch (LIBTORCH_USE_PYTORCH=1); kiln-ml's
+# TorchScript test runs its Python ($KILN_PYTHON).
+kiln_ensure_libtorch
+
 kiln_log "cargo fmt --check"
 cargo fmt --all -- --check
 kiln_log "cargo clippy"

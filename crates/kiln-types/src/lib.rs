@@ -14,3 +14,4 @@ pub mod spec;
 pub use auth::Role;
 pub use error::ErrorCode;
 pub use job::{DeviceRequirement, JobState, ParseEnumError, WorkerDevice};
+pub use spec::{JobSpec, ValidationErrors};

@@ -1,0 +1,163 @@
+//! Reading datasets and preparing them: typing, encoding, splitting, clear errors.
+
+use kiln_ml::{
+    ColumnEncoding, Dataset, DatasetFormat, InputEncoding, MlError, TargetEncoding, prepare,
+};
+use serde_json::json;
+
+use crate::support::{dataset, spec};
+
+fn iris_spec() -> kiln_types::JobSpec {
+    spec("classification", Some("species"), json!({"type": "linear"}), json!({}))
+}
+
+#[test]
+fn iris_is_split_stratified_and_standardised_on_the_training_rows() {
+    let data = dataset("iris.csv");
+    assert_eq!((data.format(), data.len()), (DatasetFormat::Csv, 150));
+    assert_eq!(data.sha256().len(), 64);
+    let prepared = prepare(&iris_spec(), &data).unwrap();
+    // 20% of each 50-row class: 10 per class.
+    assert_eq!((prepared.train_len(), prepared.val_len()), (120, 30));
+    let TargetEncoding::Classes { labels, .. } = &prepared.preprocessor.target else { panic!() };
+    assert_eq!(labels, &["setosa", "versicolor", "virginica"]);
+    let InputEncoding::Columns { columns } = &prepared.preprocessor.input else { panic!() };
+    let names: Vec<&str> = columns.iter().map(ColumnEncoding::name).collect();
+    assert_eq!(names, ["sepal_length", "sepal_width", "petal_length", "petal_width"]);
+    let ColumnEncoding::Number { shift, scale, .. } = &columns[0] else { panic!() };
+    // Fitted on 120 training rows only: close to, but not exactly, the full-data statistics.
+    assert!((shift - 5.843).abs() < 0.1 && (scale - 0.825).abs() < 0.1, "{shift} {scale}");
+    assert_ne!(*shift, 5.843_333_333_333_334);
+}
+
+#[test]
+fn the_split_depends_on_the_seed_only() {
+    let data = dataset("iris.csv");
+    let a = prepare(&iris_spec(), &data).unwrap();
+    let b = prepare(&iris_spec(), &data).unwrap();
+    assert_eq!(a.preprocessor, b.preprocessor);
+    let other =
+        spec("classification", Some("species"), json!({"type": "linear"}), json!({"seed": 7}));
+    assert_ne!(prepare(&other, &data).unwrap().preprocessor, a.preprocessor);
+}
+
+#[test]
+fn categorical_columns_are_one_hot_encoded_with_the_training_vocabulary() {
+    let mut csv = String::from("colour,size,label\n");
+    for i in 0..40 {
+        let colour = ["red", "green", "blue"][i % 3];
+        csv.push_str(&format!("{colour},{},{}\n", i % 7, if i % 2 == 0 { "yes" } else { "no" }));
+    }
+    let data = Dataset::from_csv_bytes(csv.as_bytes()).unwrap();
+    assert_eq!(data.schema()["columns"][0], json!({"name": "colour", "type": "category"}));
+    let prepared = prepare(
+        &spec("classification", Some("label"), json!({"type": "linear"}), json!({})),
+        &data,
+    )
+    .unwrap();
+    let InputEncoding::Columns { columns } = &prepared.preprocessor.input else { panic!() };
+    assert_eq!(
+        columns[0],
+        ColumnEncoding::Category {
+            name: "colour".into(),
+            categories: vec!["blue".into(), "green".into(), "red".into()],
+        }
+    );
+    assert_eq!(prepared.preprocessor.input.width(), 4);
+    let TargetEncoding::Classes { labels, .. } = &prepared.preprocessor.target else { panic!() };
+    assert_eq!(labels, &["no", "yes"]);
+}
+
+#[test]
+fn a_bad_value_is_reported_with_its_row_and_column() {
+    let csv = "a,b,y\n1,2,0\n3,4,1\n5,oops,0\n7,8,1\n9,10,0\n11,12,1\n";
+    let data = Dataset::from_csv_bytes(csv.as_bytes()).unwrap();
+    let spec = spec(
+        "classification",
+        Some("y"),
+        json!({"type": "linear"}),
+        json!({"validation_split": 0.3}),
+    );
+    let err = prepare(&spec, &data).unwrap_err();
+    assert!(err.is_user_error());
+    match &err {
+        MlError::DatasetValue { row, line, column, problem } => {
+            assert_eq!((*row, *line, column.as_str()), (3, 4, "b"));
+            assert!(problem.contains("`oops` is not a number"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "row 3 (line 4), column `b`: `oops` is not a number (the column is numeric)"
+    );
+}
+
+#[test]
+fn missing_values_fail_unless_imputed() {
+    let csv = "a,b,y\n1,2,0\n3,,1\n5,6,0\n7,8,1\n9,10,0\n11,12,1\n13,14,0\n15,16,1\n";
+    let data = Dataset::from_csv_bytes(csv.as_bytes()).unwrap();
+    let strict = spec(
+        "classification",
+        Some("y"),
+        json!({"type": "linear"}),
+        json!({"validation_split": 0.25}),
+    );
+    let err = prepare(&strict, &data).unwrap_err();
+    assert!(matches!(&err, MlError::DatasetValue { row: 2, column, .. } if column == "b"), "{err}");
+    assert!(err.to_string().contains("missing value"), "{err}");
+
+    let mut body = strict.to_json();
+    body["preprocessing"]["missing"] = json!("impute");
+    let imputed = kiln_types::JobSpec::parse(&body).unwrap();
+    let prepared = prepare(&imputed, &data).unwrap();
+    assert!(prepared.preprocessor.impute_missing);
+}
+
+#[test]
+fn the_spec_must_fit_the_columns() {
+    let data = dataset("iris.csv");
+    let wrong_target = spec("classification", Some("specis"), json!({"type": "linear"}), json!({}));
+    let err = prepare(&wrong_target, &data).unwrap_err();
+    assert!(matches!(&err, MlError::Spec { field, .. } if field == "target"));
+    assert!(err.to_string().contains("no column `specis`"), "{err}");
+    let cnn = spec("classification", Some("species"), json!({"type": "cnn"}), json!({}));
+    let prepared = prepare(&cnn, &data).unwrap();
+    let err =
+        kiln_ml::train(&cnn, &prepared, &crate::support::cpu(), &mut kiln_ml::NoObserver, None)
+            .unwrap_err();
+    assert!(err.is_user_error() && err.to_string().contains("a cnn needs image inputs"), "{err}");
+    let regression_on_text =
+        spec("regression", Some("species"), json!({"type": "linear"}), json!({}));
+    let err = prepare(&regression_on_text, &data).unwrap_err();
+    assert!(err.to_string().contains("target `setosa` is not a number"), "{err}");
+}
+
+#[test]
+fn malformed_files_are_user_errors() {
+    let ragged = Dataset::from_csv_bytes(b"a,b\n1,2\n3\n").unwrap_err();
+    assert!(ragged.is_user_error());
+    assert!(
+        ragged.to_string().contains("row 2 (line 3) has 1 fields but the header has 2"),
+        "{ragged}"
+    );
+    assert!(Dataset::from_csv_bytes(b"a,b\n").unwrap_err().to_string().contains("no rows"));
+    let npz = Dataset::from_npz_bytes(b"PK\x03\x04garbage").unwrap_err();
+    assert!(npz.is_user_error(), "{npz}");
+}
+
+#[test]
+fn digits_npz_holds_images_with_per_channel_statistics() {
+    let data = dataset("digits.npz");
+    assert_eq!((data.format(), data.len()), (DatasetFormat::Npz, 1797));
+    assert_eq!(data.schema()["x"]["shape"], json!([1797, 1, 8, 8]));
+    let spec = spec("classification", None, json!({"type": "cnn"}), json!({}));
+    let prepared = prepare(&spec, &data).unwrap();
+    let InputEncoding::Tensor { shape, shift, scale, .. } = &prepared.preprocessor.input else {
+        panic!()
+    };
+    assert_eq!((shape.as_slice(), shift.len(), scale.len()), (&[1, 8, 8][..], 1, 1));
+    let TargetEncoding::Classes { labels, .. } = &prepared.preprocessor.target else { panic!() };
+    assert_eq!(labels.len(), 10);
+    assert_eq!(prepared.train_len() + prepared.val_len(), 1797);
+}

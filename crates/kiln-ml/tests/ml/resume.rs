@@ -1,0 +1,95 @@
+//! A job resumed from a checkpoint ends with the same weights as one never interrupted.
+
+use kiln_ml::{Checkpoint, MlError, NoObserver, TrainOutcome, train};
+use serde_json::json;
+
+use crate::support::{Recorder, cpu, init, prepared, spec, train_to_end};
+
+fn resume_check(
+    model: serde_json::Value,
+    hyperparameters: serde_json::Value,
+    data: &str,
+    target: Option<&str>,
+    stop_before: u64,
+) {
+    init();
+    let spec = spec("classification", target, model, hyperparameters);
+    let prepared = prepared(&spec, data);
+    let uninterrupted = train_to_end(&spec, &prepared, &cpu());
+
+    let mut stopper = Recorder { stop_before: Some(stop_before), ..Default::default() };
+    let checkpoint = match train(&spec, &prepared, &cpu(), &mut stopper, None).unwrap() {
+        TrainOutcome::Stopped { checkpoint, .. } => checkpoint,
+        TrainOutcome::Completed(_) => panic!("did not stop"),
+    };
+    // Through bytes, as the worker stores it.
+    let checkpoint = Checkpoint::from_bytes(&checkpoint.to_bytes().unwrap()).unwrap();
+    let resumed = match train(&spec, &prepared, &cpu(), &mut NoObserver, Some(&checkpoint)).unwrap()
+    {
+        TrainOutcome::Completed(model) => model,
+        TrainOutcome::Stopped { .. } => panic!("stopped"),
+    };
+    assert_eq!(
+        resumed.bundle.weights_safetensors(),
+        uninterrupted.bundle.weights_safetensors(),
+        "resumed weights differ (checkpoint at epoch {}, step {})",
+        checkpoint.epoch(),
+        checkpoint.step()
+    );
+    assert_eq!(resumed.history, uninterrupted.history);
+}
+
+#[test]
+fn resuming_mid_epoch_with_dropout_and_adam_gives_identical_weights() {
+    // iris: 120 rows, batch 16 → 8 steps per epoch; stop before batch 8·2 + 4 = 20 (epoch 3).
+    resume_check(
+        json!({"type": "mlp", "hidden": [16, 8], "dropout": 0.3}),
+        json!({"epochs": 5, "batch_size": 16, "grad_clip": 1.0, "lr_schedule": "cosine",
+               "early_stopping_patience": 10}),
+        "iris.csv",
+        Some("species"),
+        20,
+    );
+}
+
+#[test]
+fn resuming_at_an_epoch_boundary_with_sgd_momentum_gives_identical_weights() {
+    resume_check(
+        json!({"type": "mlp", "hidden": [16]}),
+        json!({"epochs": 4, "batch_size": 40, "optimizer": "sgd", "momentum": 0.9,
+               "weight_decay": 0.001}),
+        "iris.csv",
+        Some("species"),
+        7, // 3 steps per epoch: before epoch 3's first batch
+    );
+}
+
+#[test]
+fn resuming_a_cnn_gives_identical_weights() {
+    resume_check(
+        json!({"type": "cnn", "channels": [4], "dropout": 0.2}),
+        json!({"epochs": 2, "batch_size": 128, "optimizer": "adamw", "weight_decay": 0.01}),
+        "digits.npz",
+        None,
+        15,
+    );
+}
+
+#[test]
+fn a_checkpoint_from_another_job_is_refused() {
+    init();
+    let spec_a =
+        spec("classification", Some("species"), json!({"type": "linear"}), json!({"epochs": 2}));
+    let prepared_a = prepared(&spec_a, "iris.csv");
+    let mut stopper = Recorder { stop_before: Some(2), ..Default::default() };
+    let TrainOutcome::Stopped { checkpoint, .. } =
+        train(&spec_a, &prepared_a, &cpu(), &mut stopper, None).unwrap()
+    else {
+        panic!("did not stop")
+    };
+    let spec_b =
+        spec("classification", Some("species"), json!({"type": "mlp"}), json!({"epochs": 2}));
+    let err = train(&spec_b, &prepared_a, &cpu(), &mut NoObserver, Some(&checkpoint)).unwrap_err();
+    assert!(matches!(err, MlError::CheckpointMismatch(_)), "{err}");
+    assert!(Checkpoint::from_bytes(b"not a zip").is_err());
+}
