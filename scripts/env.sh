@@ -104,3 +104,11 @@ kiln_ensure_s3s() {
   fi
   export KILN_S3S_FS="$root/bin/s3s-fs"
 }
+
+# When the libtorch virtualenv exists, every cargo call must see it: torch-sys's build
+# script reruns (and fails) whenever LIBTORCH_USE_PYTORCH or the Python on PATH changes.
+if [ -x "$KILN_CACHE/venv/bin/python" ]; then
+  export PATH="$KILN_CACHE/venv/bin:$PATH"
+  export LIBTORCH_USE_PYTORCH=1
+  export KILN_PYTHON="$KILN_CACHE/venv/bin/python"
+fi

@@ -24,7 +24,7 @@ async fn exec(db: &DatabaseConnection, sql: &str) {
 }
 
 async fn reset(db: &DatabaseConnection) {
-    exec(db, "TRUNCATE jobs, job_attempts").await;
+    exec(db, "TRUNCATE jobs CASCADE").await;
     exec(db, "VACUUM ANALYZE jobs").await;
     exec(db, "VACUUM ANALYZE job_attempts").await;
 }
