@@ -15,6 +15,9 @@ psql "$KILN_TEST_DATABASE_URL" -XAtqc \
   "select datname from pg_database where datname like 'kiln\_test\_%'" |
   while read -r db; do psql "$KILN_TEST_DATABASE_URL" -Xqc "drop database if exists \"$db\" with (force)" >/dev/null; done
 
+# kiln-store's tests start their own s3s-fs servers; they need the binary.
+kiln_ensure_s3s
+
 kiln_log "cargo fmt --check"
 cargo fmt --all -- --check
 kiln_log "cargo clippy"
