@@ -34,6 +34,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
@@ -239,6 +240,38 @@ impl S3Store {
         Ok(())
     }
 
+    /// Bytes `start..end` of an object, whole in memory; the body is read inside the retry,
+    /// so a connection that breaks mid-part is retried too.
+    async fn get_range_whole(&self, full_key: &str, start: u64, end: u64) -> Result<Bytes> {
+        retry(self.policy(), &format!("GET {full_key} bytes {start}..{end}"), || async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.settings.bucket)
+                .key(full_key)
+                .range(format!("bytes={start}-{}", end - 1))
+                .send()
+                .await
+                .map_err(classify)?;
+            let mut body = out.body;
+            let mut buf = bytes::BytesMut::with_capacity((end - start) as usize);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|err| {
+                    StoreError::with_source(ErrorKind::Unavailable, "the download broke off", err)
+                })?;
+                buf.extend_from_slice(&chunk);
+            }
+            if buf.len() as u64 != end - start {
+                return Err(StoreError::new(
+                    ErrorKind::Unavailable,
+                    format!("asked for {} bytes, got {}", end - start, buf.len()),
+                ));
+            }
+            Ok(buf.freeze())
+        })
+        .await
+    }
+
     /// One `PutObject` of bytes already in memory.
     async fn put_small(&self, full_key: &str, bytes: Bytes, create_only: bool) -> Result<()> {
         retry(self.policy(), &format!("PUT {full_key}"), || async {
@@ -313,9 +346,28 @@ impl S3Store {
         reader: Upload<'_>,
         expected: Option<&Sha256Digest>,
     ) -> Result<(Vec<CompletedPart>, Sha256Digest, u64)> {
+        let mut in_flight = JoinSet::new();
+        let result =
+            self.send_parts_in(&mut in_flight, full_key, upload_id, first, reader, expected).await;
+        if result.is_err() {
+            // Let the parts already sent finish (each is bounded by its timeouts), so no
+            // request can land after the abort that follows and leave a part behind.
+            while in_flight.join_next().await.is_some() {}
+        }
+        result
+    }
+
+    async fn send_parts_in(
+        &self,
+        in_flight: &mut JoinSet<Result<CompletedPart>>,
+        full_key: &str,
+        upload_id: &str,
+        first: Bytes,
+        reader: Upload<'_>,
+        expected: Option<&Sha256Digest>,
+    ) -> Result<(Vec<CompletedPart>, Sha256Digest, u64)> {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let mut in_flight = JoinSet::new();
         let mut done = Vec::new();
         let mut part = first;
         let mut number = 0i32;
@@ -337,7 +389,7 @@ impl S3Store {
                 part,
             ));
             if in_flight.len() >= self.settings.parts_in_flight {
-                done.push(join_part(&mut in_flight).await?);
+                done.push(join_part(in_flight).await?);
             }
             // Reading the next part overlaps with the parts in flight.
             part = read_part(reader, self.settings.part_size).await?;
@@ -346,7 +398,7 @@ impl S3Store {
             }
         }
         while !in_flight.is_empty() {
-            done.push(join_part(&mut in_flight).await?);
+            done.push(join_part(in_flight).await?);
         }
         let digest = Sha256Digest::from_bytes(hasher.finalize().into());
         if let Some(expected) = expected
@@ -689,6 +741,38 @@ impl ArtifactStore for S3Store {
         Ok(match (range, key.content_digest()) {
             (None, Some(expected)) => verify_stream(key.clone(), expected, stream),
             _ => stream,
+        })
+    }
+
+    async fn get_bulk(&self, key: &Key) -> Result<ByteStream> {
+        let full = self.full_key(key);
+        let size = self.head_full(&full).await?;
+        let part = self.settings.part_size as u64;
+        if size <= part {
+            return self.get(key, None).await;
+        }
+        let ranges =
+            (0..size).step_by(part as usize).map(move |start| (start, (start + part).min(size)));
+        let store = self.clone();
+        let parts = futures::stream::iter(ranges)
+            .map(move |(start, end)| {
+                let store = store.clone();
+                let full = full.clone();
+                async move { store.get_range_whole(&full, start, end).await }
+            })
+            .buffered(self.settings.parts_in_flight)
+            // Stop after the first error: the consumer sees it once, nothing after it.
+            .scan(false, |failed, part| {
+                let item = (!*failed).then(|| {
+                    *failed = part.is_err();
+                    part
+                });
+                async move { item }
+            });
+        let stream: ByteStream = Box::pin(parts);
+        Ok(match key.content_digest() {
+            Some(expected) => verify_stream(key.clone(), expected, stream),
+            None => stream,
         })
     }
 

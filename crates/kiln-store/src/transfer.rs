@@ -139,8 +139,9 @@ async fn download_into(
         let message = format!("{what} {}", path.display());
         move |err| StoreError::io(message, err)
     };
-    let mut stream = store.get(key, None).await?;
-    let mut file = tokio::fs::File::create(tmp).await.map_err(io("creating", tmp))?;
+    let mut stream = store.get_bulk(key).await?;
+    let file = tokio::fs::File::create(tmp).await.map_err(io("creating", tmp))?;
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -149,6 +150,8 @@ async fn download_into(
         size += chunk.len() as u64;
         file.write_all(&chunk).await.map_err(io("writing", tmp))?;
     }
+    file.flush().await.map_err(io("writing", tmp))?;
+    let file = file.into_inner();
     file.sync_all().await.map_err(io("syncing", tmp))?;
     drop(file);
     let sha256 = Sha256Digest::from_bytes(hasher.finalize().into());
