@@ -10,7 +10,7 @@ use crate::{ArtifactStore, LocalStore, S3Settings, S3Store};
 /// The artifact store's settings. Endpoint, region and credentials are not here: they come
 /// from the AWS SDK's own variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, profiles, instance roles) through its default chain.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
     /// Where artifacts live: `file:///abs/dir` or `s3://bucket/prefix`
     /// [default: file://$XDG_DATA_HOME/kiln/artifacts]
@@ -25,6 +25,26 @@ pub struct StoreArgs {
         value_parser = clap::builder::BoolishValueParser::new(),
     )]
     pub s3_force_path_style: bool,
+
+    /// S3 multipart part size in MiB (at least 5); also the range size of bulk downloads
+    #[arg(long = "s3-part-size-mib", env = "KILN_S3_PART_SIZE_MIB", default_value_t = 8)]
+    pub s3_part_size_mib: usize,
+
+    /// S3 parts (or download ranges) in flight at once per transfer; memory per transfer is
+    /// about (parts in flight + 1) x part size
+    #[arg(long = "s3-parts-in-flight", env = "KILN_S3_PARTS_IN_FLIGHT", default_value_t = 4)]
+    pub s3_parts_in_flight: usize,
+}
+
+impl Default for StoreArgs {
+    fn default() -> Self {
+        Self {
+            artifact_store: None,
+            s3_force_path_style: false,
+            s3_part_size_mib: 8,
+            s3_parts_in_flight: 4,
+        }
+    }
 }
 
 /// A parsed `KILN_ARTIFACT_STORE`.
@@ -114,6 +134,8 @@ pub async fn open(args: &StoreArgs) -> Result<Arc<dyn ArtifactStore>> {
         StoreLocation::S3(S3Location { bucket, prefix }) => {
             let mut settings = S3Settings::new(bucket, prefix);
             settings.force_path_style = args.s3_force_path_style;
+            settings.part_size = args.s3_part_size_mib.saturating_mul(1 << 20);
+            settings.parts_in_flight = args.s3_parts_in_flight;
             Ok(Arc::new(S3Store::connect(settings).await?))
         }
     }

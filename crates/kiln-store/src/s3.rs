@@ -96,6 +96,10 @@ pub struct S3Settings {
     pub part_size: usize,
     /// Parts uploading at once. Memory is about `(parts_in_flight + 1) * part_size`.
     pub parts_in_flight: usize,
+    /// Bulk downloads ([`ArtifactStore::get_bulk`]) fetch ranges of this many bytes...
+    pub range_size: usize,
+    /// ...this many at once. Memory is about `range_size * ranges_in_flight`.
+    pub ranges_in_flight: usize,
     /// Staging objects up to this size are copied with one `CopyObject` (S3's limit is
     /// 5 GiB); larger ones with `UploadPartCopy` in parts of `copy_part_size`.
     pub max_single_copy: u64,
@@ -123,6 +127,8 @@ impl S3Settings {
             read_timeout: Duration::from_secs(30),
             part_size: 8 << 20,
             parts_in_flight: 4,
+            range_size: 4 << 20,
+            ranges_in_flight: 12,
             max_single_copy: 5 << 30,
             copy_part_size: 1 << 30,
             copy_timeout: Duration::from_secs(600),
@@ -159,10 +165,14 @@ impl S3Store {
                 StoreError::new(ErrorKind::InvalidConfig, format!("S3 prefix: {}", err.message()))
             })?;
         }
-        if settings.part_size < 5 << 20 || settings.parts_in_flight == 0 {
+        if settings.part_size < 5 << 20
+            || settings.parts_in_flight == 0
+            || settings.range_size == 0
+            || settings.ranges_in_flight == 0
+        {
             return Err(StoreError::new(
                 ErrorKind::InvalidConfig,
-                "S3 part size must be at least 5 MiB and parts in flight at least 1",
+                "S3 part size must be at least 5 MiB, range size and counts at least 1",
             ));
         }
         let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
@@ -317,7 +327,14 @@ impl S3Store {
             StoreError::new(ErrorKind::Backend, "CreateMultipartUpload: no upload id")
         })?;
         let mut guard = Cleanup::abort_upload(self, full_key, &upload_id);
-        let result = self.send_parts(full_key, &upload_id, first, reader, expected).await;
+        // Named objects (`put_at`, the create-only writes) are not verified on read, so
+        // their parts carry SigV4 payload hashes the server checks. Content-addressed uploads
+        // are verified on every full read and at `download_to_file`, so their parts skip that
+        // second SHA-256 pass over every byte (UNSIGNED-PAYLOAD; TLS protects them in transit
+        // on https endpoints).
+        let sign_payload = create_only;
+        let result =
+            self.send_parts(full_key, &upload_id, first, reader, expected, sign_payload).await;
         let result = match result {
             Ok((parts, digest, size)) => self
                 .complete(full_key, &upload_id, parts, create_only)
@@ -345,10 +362,19 @@ impl S3Store {
         first: Bytes,
         reader: Upload<'_>,
         expected: Option<&Sha256Digest>,
+        sign_payload: bool,
     ) -> Result<(Vec<CompletedPart>, Sha256Digest, u64)> {
         let mut in_flight = JoinSet::new();
-        let result =
-            self.send_parts_in(&mut in_flight, full_key, upload_id, first, reader, expected).await;
+        let result = self
+            .send_parts_in(&mut in_flight, full_key, upload_id, first, reader, sign_payload)
+            .await
+            .and_then(|(parts, digest, size)| match expected {
+                Some(expected) if *expected != digest => Err(StoreError::new(
+                    ErrorKind::Integrity,
+                    format!("upload hashed to sha256:{digest}, not {expected}; aborted"),
+                )),
+                _ => Ok((parts, digest, size)),
+            });
         if result.is_err() {
             // Let the parts already sent finish (each is bounded by its timeouts), so no
             // request can land after the abort that follows and leave a part behind.
@@ -364,7 +390,7 @@ impl S3Store {
         upload_id: &str,
         first: Bytes,
         reader: Upload<'_>,
-        expected: Option<&Sha256Digest>,
+        sign_payload: bool,
     ) -> Result<(Vec<CompletedPart>, Sha256Digest, u64)> {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -387,6 +413,7 @@ impl S3Store {
                 upload_id.to_owned(),
                 number,
                 part,
+                sign_payload,
             ));
             if in_flight.len() >= self.settings.parts_in_flight {
                 done.push(join_part(in_flight).await?);
@@ -401,14 +428,6 @@ impl S3Store {
             done.push(join_part(in_flight).await?);
         }
         let digest = Sha256Digest::from_bytes(hasher.finalize().into());
-        if let Some(expected) = expected
-            && *expected != digest
-        {
-            return Err(StoreError::new(
-                ErrorKind::Integrity,
-                format!("upload hashed to sha256:{digest}, not {expected}; aborted"),
-            ));
-        }
         done.sort_by_key(|p| p.part_number);
         Ok((done, digest, size))
     }
@@ -545,9 +564,10 @@ async fn upload_part(
     upload_id: String,
     number: i32,
     bytes: Bytes,
+    sign_payload: bool,
 ) -> Result<CompletedPart> {
     let out = retry(store.policy(), &format!("upload part {number} of {full_key}"), || async {
-        store
+        let request = store
             .client
             .upload_part()
             .bucket(&store.settings.bucket)
@@ -556,9 +576,9 @@ async fn upload_part(
             .part_number(number)
             .content_length(bytes.len() as i64)
             .body(SdkByteStream::from(bytes.clone()))
-            .send()
-            .await
-            .map_err(classify)
+            .customize();
+        let request = if sign_payload { request } else { request.disable_payload_signing() };
+        request.send().await.map_err(classify)
     })
     .await?;
     Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build())
@@ -747,7 +767,7 @@ impl ArtifactStore for S3Store {
     async fn get_bulk(&self, key: &Key) -> Result<ByteStream> {
         let full = self.full_key(key);
         let size = self.head_full(&full).await?;
-        let part = self.settings.part_size as u64;
+        let part = self.settings.range_size as u64;
         if size <= part {
             return self.get(key, None).await;
         }
@@ -760,7 +780,7 @@ impl ArtifactStore for S3Store {
                 let full = full.clone();
                 async move { store.get_range_whole(&full, start, end).await }
             })
-            .buffered(self.settings.parts_in_flight)
+            .buffered(self.settings.ranges_in_flight)
             // Stop after the first error: the consumer sees it once, nothing after it.
             .scan(false, |failed, part| {
                 let item = (!*failed).then(|| {

@@ -11,6 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::{ArtifactStore, ByteStream, Key, ObjectInfo, Sha256Digest, Team};
 
+/// The write size of downloads to files.
+const WRITE_BUF: usize = 4 << 20;
+
 /// Reads from `reader` until `size` bytes or end of input; a short buffer means the end.
 pub(crate) async fn read_part(
     reader: &mut (dyn AsyncRead + Send + Unpin),
@@ -122,7 +125,7 @@ pub async fn download_to_file(
     })?;
     let tmp: PathBuf =
         dir.join(format!(".{}.kiln-tmp-{}", name.to_string_lossy(), uuid::Uuid::new_v4()));
-    let result = download_into(store, key, &tmp, dest).await;
+    let result = download_into(store, key, &tmp, dest, dir).await;
     if result.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
     }
@@ -134,19 +137,27 @@ async fn download_into(
     key: &Key,
     tmp: &Path,
     dest: &Path,
+    dir: &Path,
 ) -> Result<ObjectInfo> {
     let io = |what: &str, path: &Path| {
         let message = format!("{what} {}", path.display());
         move |err| StoreError::io(message, err)
     };
     let mut stream = store.get_bulk(key).await?;
-    let file = tokio::fs::File::create(tmp).await.map_err(io("creating", tmp))?;
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
-    let mut hasher = Sha256::new();
+    let mut file = tokio::fs::File::create(tmp).await.map_err(io("creating", tmp))?;
+    // Few, large writes: each one is a hop to the blocking pool.
+    file.set_max_buf_size(WRITE_BUF);
+    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUF, file);
+    // A content-addressed stream verifies itself (it ends in an error if the bytes are
+    // wrong); hash here only for named keys, whose digest we report.
+    let expected = key.content_digest();
+    let mut hasher = expected.is_none().then(Sha256::new);
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        hasher.update(&chunk);
+        if let Some(hasher) = hasher.as_mut() {
+            hasher.update(&chunk);
+        }
         size += chunk.len() as u64;
         file.write_all(&chunk).await.map_err(io("writing", tmp))?;
     }
@@ -154,19 +165,12 @@ async fn download_into(
     let file = file.into_inner();
     file.sync_all().await.map_err(io("syncing", tmp))?;
     drop(file);
-    let sha256 = Sha256Digest::from_bytes(hasher.finalize().into());
-    // `get` already verified content-addressed keys; this guards the file as written too.
-    if let Some(expected) = key.content_digest()
-        && expected != sha256
-    {
-        return Err(StoreError::new(
-            ErrorKind::Integrity,
-            format!("{key}: downloaded bytes differ"),
-        ));
-    }
+    let sha256 = match (expected, hasher) {
+        (Some(expected), _) => expected,
+        (None, Some(hasher)) => Sha256Digest::from_bytes(hasher.finalize().into()),
+        (None, None) => unreachable!("a hasher exists whenever no digest is expected"),
+    };
     tokio::fs::rename(tmp, dest).await.map_err(io("renaming into", dest))?;
-    if let Some(dir) = dest.parent() {
-        crate::local::sync_dir(dir).await?;
-    }
+    crate::local::sync_dir(dir).await?;
     Ok(ObjectInfo { key: key.clone(), sha256, size })
 }

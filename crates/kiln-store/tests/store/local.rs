@@ -23,7 +23,7 @@ async fn presigned_urls_are_clearly_unsupported() {
 async fn open_uses_a_file_url() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("a").display());
-    let args = StoreArgs { artifact_store: Some(url.clone()), s3_force_path_style: false };
+    let args = StoreArgs { artifact_store: Some(url.clone()), ..StoreArgs::default() };
     assert_eq!(args.location().unwrap(), StoreLocation::Local(dir.path().join("a")));
     let store = kiln_store::open(&args).await.unwrap();
     assert_eq!(store.describe(), url);
