@@ -592,6 +592,26 @@ async fn join_part(set: &mut JoinSet<Result<CompletedPart>>) -> Result<Completed
     }
 }
 
+/// A spawned range download, cancelled if the stream that wants it is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<Bytes>>);
+
+impl AbortOnDrop {
+    async fn join(mut self) -> Result<Bytes> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(err) => {
+                Err(StoreError::with_source(ErrorKind::Backend, "range download task failed", err))
+            }
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn already_exists(err: StoreError, full_key: &str) -> StoreError {
     if err.kind() == ErrorKind::AlreadyExists {
         StoreError::new(ErrorKind::AlreadyExists, format!("{full_key} already exists"))
@@ -778,7 +798,12 @@ impl ArtifactStore for S3Store {
             .map(move |(start, end)| {
                 let store = store.clone();
                 let full = full.clone();
-                async move { store.get_range_whole(&full, start, end).await }
+                // A task per range, so ranges keep downloading while the consumer is busy
+                // (a plain future would only make progress when the stream is polled).
+                let task = AbortOnDrop(tokio::spawn(async move {
+                    store.get_range_whole(&full, start, end).await
+                }));
+                async move { task.join().await }
             })
             .buffered(self.settings.ranges_in_flight)
             // Stop after the first error: the consumer sees it once, nothing after it.
