@@ -170,9 +170,9 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug {
     async fn get(&self, key: &Key, range: Option<ByteRange>) -> Result<ByteStream>;
 
     /// Reads a whole object for a bulk copy (a download to a file), where throughput
-    /// matters more than memory: the S3 backend fetches up to `parts_in_flight` ranges of
-    /// `part_size` bytes at once and yields them in order (memory about
-    /// `parts_in_flight * part_size`). Same bytes and same verification as
+    /// matters more than memory: the S3 backend fetches `ranges_in_flight` ranges of
+    /// `range_size` bytes at once, each in its own task, and yields them in order (memory
+    /// about `ranges_in_flight * range_size`). Same bytes and same verification as
     /// `get(key, None)`, which is what other backends do.
     async fn get_bulk(&self, key: &Key) -> Result<ByteStream> {
         self.get(key, None).await
