@@ -6,6 +6,7 @@
 #   kiln_ensure_postgres  a PostgreSQL that answers at $KILN_TEST_DATABASE_URL
 #   kiln_ensure_libtorch  a virtualenv with torch==2.13.0 for tch (LIBTORCH_USE_PYTORCH=1)
 #   kiln_ensure_s3s       the s3s-fs S3-compatible test server binary
+#   kiln_ensure_awscli    the AWS CLI, the artifact-store benchmark's baseline
 # Every function is idempotent. Source it: `. scripts/env.sh`.
 
 KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -112,3 +113,14 @@ if [ -x "$KILN_CACHE/venv/bin/python" ]; then
   export LIBTORCH_USE_PYTORCH=1
   export KILN_PYTHON="$KILN_CACHE/venv/bin/python"
 fi
+# The AWS CLI (v1, from PyPI) in its own virtualenv: the baseline of the artifact-store
+# benchmark (scripts/bench-store.sh).
+kiln_ensure_awscli() {
+  local venv="$KILN_CACHE/awscli"
+  if [ ! -x "$venv/bin/aws" ]; then
+    kiln_log "installing awscli into $venv (once)"
+    python3 -m venv "$venv" || { kiln_apt_install python3-venv python3-pip >&2 && python3 -m venv "$venv"; } || return 1
+    "$venv/bin/pip" install -q awscli >&2 || return 1
+  fi
+  export KILN_AWS_CLI="$venv/bin/aws"
+}

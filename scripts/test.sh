@@ -18,6 +18,8 @@ psql "$KILN_TEST_DATABASE_URL" -XAtqc \
 # torch-sys builds against the virtualenv's libtorch (LIBTORCH_USE_PYTORCH=1); kiln-ml's
 # TorchScript test runs its Python ($KILN_PYTHON).
 kiln_ensure_libtorch
+# kiln-store's tests start their own s3s-fs servers; they need the binary.
+kiln_ensure_s3s
 
 kiln_log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,0 +1,176 @@
+//! Streaming helpers shared by both backends: reading an upload in parts, verifying a
+//! download while it streams, and the two file helpers the worker and CLI use.
+
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{ErrorKind, Result, StoreError};
+use crate::{ArtifactStore, ByteStream, Key, ObjectInfo, Sha256Digest, Team};
+
+/// The write size of downloads to files.
+const WRITE_BUF: usize = 4 << 20;
+
+/// Reads from `reader` until `size` bytes or end of input; a short buffer means the end.
+pub(crate) async fn read_part(
+    reader: &mut (dyn AsyncRead + Send + Unpin),
+    size: usize,
+) -> Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        // `read_buf` appends into the spare capacity: no zero-fill, no copy.
+        let n = reader.read_buf(&mut buf).await.map_err(StoreError::source_read)?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Wraps a full read of a content-addressed object: hashes every chunk and, at the end,
+/// yields an [`ErrorKind::Integrity`] error instead of ending cleanly if the digest differs.
+pub(crate) fn verify_stream(key: Key, expected: Sha256Digest, inner: ByteStream) -> ByteStream {
+    struct State {
+        inner: ByteStream,
+        hasher: Option<Sha256>,
+        size: u64,
+    }
+    let state = State { inner, hasher: Some(Sha256::new()), size: 0 };
+    Box::pin(futures::stream::unfold(state, move |mut state| {
+        let key = key.clone();
+        async move {
+            let hasher = state.hasher.as_mut()?;
+            match state.inner.next().await {
+                Some(Ok(chunk)) => {
+                    hasher.update(&chunk);
+                    state.size += chunk.len() as u64;
+                    Some((Ok(chunk), state))
+                }
+                Some(Err(err)) => {
+                    state.hasher = None;
+                    Some((Err(err), state))
+                }
+                None => {
+                    let actual = Sha256Digest::from_bytes(state.hasher.take()?.finalize().into());
+                    if actual == expected {
+                        None
+                    } else {
+                        let err = StoreError::new(
+                            ErrorKind::Integrity,
+                            format!(
+                                "{key}: stored bytes ({} bytes) hash to sha256:{actual}",
+                                state.size
+                            ),
+                        );
+                        Some((Err(err), state))
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// A [`ByteStream`] as an `AsyncRead`. Store errors arrive as `std::io::Error`s wrapping the
+/// [`StoreError`] (an integrity failure has kind `InvalidData`).
+pub fn into_async_read(stream: ByteStream) -> impl AsyncRead + Send + Unpin {
+    tokio_util::io::StreamReader::new(stream.map(|chunk| chunk.map_err(std::io::Error::from)))
+}
+
+/// Uploads a local file as a content-addressed blob: hashes it first, skips the upload when
+/// the blob is already stored, and otherwise streams it straight to its final key with
+/// [`ArtifactStore::put_verified`] (no staging copy; a file changed meanwhile fails with
+/// [`ErrorKind::Integrity`] and leaves nothing behind).
+pub async fn put_file(store: &dyn ArtifactStore, team: &Team, path: &Path) -> Result<ObjectInfo> {
+    let open = || async {
+        tokio::fs::File::open(path)
+            .await
+            .map_err(|err| StoreError::io(format!("opening {}", path.display()), err))
+    };
+    let mut file = open().await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|err| StoreError::io(format!("reading {}", path.display()), err))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    drop(buf);
+    let digest = Sha256Digest::from_bytes(hasher.finalize().into());
+    let mut file = tokio::io::BufReader::with_capacity(1 << 20, open().await?);
+    store.put_verified(team, &digest, &mut file).await
+}
+
+/// Downloads an object into `dest`: streams into a temporary file beside it, verifies
+/// content-addressed objects, fsyncs, and only then renames it into place. On any failure
+/// `dest` is untouched and the temporary file removed. For the worker's dataset cache.
+pub async fn download_to_file(
+    store: &dyn ArtifactStore,
+    key: &Key,
+    dest: &Path,
+) -> Result<ObjectInfo> {
+    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = dest.file_name().ok_or_else(|| {
+        StoreError::new(
+            ErrorKind::InvalidArgument,
+            format!("{} is not a file path", dest.display()),
+        )
+    })?;
+    let tmp: PathBuf =
+        dir.join(format!(".{}.kiln-tmp-{}", name.to_string_lossy(), uuid::Uuid::new_v4()));
+    let result = download_into(store, key, &tmp, dest, dir).await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+async fn download_into(
+    store: &dyn ArtifactStore,
+    key: &Key,
+    tmp: &Path,
+    dest: &Path,
+    dir: &Path,
+) -> Result<ObjectInfo> {
+    let io = |what: &str, path: &Path| {
+        let message = format!("{what} {}", path.display());
+        move |err| StoreError::io(message, err)
+    };
+    let mut stream = store.get_bulk(key).await?;
+    let mut file = tokio::fs::File::create(tmp).await.map_err(io("creating", tmp))?;
+    // Few, large writes: each one is a hop to the blocking pool.
+    file.set_max_buf_size(WRITE_BUF);
+    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUF, file);
+    // A content-addressed stream verifies itself (it ends in an error if the bytes are
+    // wrong); hash here only for named keys, whose digest we report.
+    let expected = key.content_digest();
+    let mut hasher = expected.is_none().then(Sha256::new);
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if let Some(hasher) = hasher.as_mut() {
+            hasher.update(&chunk);
+        }
+        size += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(io("writing", tmp))?;
+    }
+    file.flush().await.map_err(io("writing", tmp))?;
+    let file = file.into_inner();
+    file.sync_all().await.map_err(io("syncing", tmp))?;
+    drop(file);
+    let sha256 = match (expected, hasher) {
+        (Some(expected), _) => expected,
+        (None, Some(hasher)) => Sha256Digest::from_bytes(hasher.finalize().into()),
+        (None, None) => unreachable!("a hasher exists whenever no digest is expected"),
+    };
+    tokio::fs::rename(tmp, dest).await.map_err(io("renaming into", dest))?;
+    crate::local::sync_dir(dir).await?;
+    Ok(ObjectInfo { key: key.clone(), sha256, size })
+}
