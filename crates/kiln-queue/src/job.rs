@@ -14,6 +14,8 @@ pub struct Job {
     pub team_id: Uuid,
     pub kind: String,
     pub spec: Value,
+    /// What the spec's ids resolved to at submission (artifact keys and digests).
+    pub inputs: Value,
     pub priority: i32,
     pub state: JobState,
     pub device: DeviceRequirement,
@@ -54,6 +56,7 @@ impl<'r> sqlx::FromRow<'r, PgRow> for Job {
             team_id: row.try_get("team_id")?,
             kind: row.try_get("kind")?,
             spec: row.try_get("spec")?,
+            inputs: row.try_get("inputs")?,
             priority: row.try_get("priority")?,
             state: state.parse().map_err(|e| decode_err("state", e))?,
             device: device.parse().map_err(|e| decode_err("device", e))?,

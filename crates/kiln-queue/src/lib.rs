@@ -77,6 +77,8 @@ pub struct NewJob {
     pub team_id: Uuid,
     pub kind: String,
     pub spec: Value,
+    /// What the spec's ids resolved to (artifact keys, digests), for the worker.
+    pub inputs: Value,
     pub priority: i32,
     pub max_attempts: i32,
     pub device: DeviceRequirement,
@@ -94,6 +96,7 @@ impl NewJob {
             team_id,
             kind: "train".to_owned(),
             spec,
+            inputs: Value::Object(Default::default()),
             priority: 0,
             max_attempts: 3,
             device: DeviceRequirement::Any,
@@ -236,8 +239,8 @@ impl Queue {
         let hash = new.idempotency_key.as_ref().map(|_| new.request_hash());
         let inserted: Option<Job> = sqlx::query_as(&format!(
             "INSERT INTO jobs (id, team_id, kind, spec, priority, max_attempts, device, \
-                 idempotency_key, request_hash, trace_context, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 idempotency_key, request_hash, trace_context, created_by, inputs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (team_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING {JOB_COLUMNS}"
         ))
@@ -252,6 +255,7 @@ impl Queue {
         .bind(&hash)
         .bind(&new.trace_context)
         .bind(new.created_by)
+        .bind(&new.inputs)
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| QueueError::from_insert(err, new.team_id))?;
@@ -288,10 +292,11 @@ impl Queue {
         let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
         let attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
         let devices: Vec<&str> = jobs.iter().map(|j| j.device.as_str()).collect();
+        let inputs: Vec<Value> = jobs.iter().map(|j| j.inputs.clone()).collect();
         sqlx::query(
-            "INSERT INTO jobs (id, team_id, kind, spec, priority, max_attempts, device) \
+            "INSERT INTO jobs (id, team_id, kind, spec, priority, max_attempts, device, inputs) \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::int[], \
-                                  $6::int[], $7::text[])",
+                                  $6::int[], $7::text[], $8::jsonb[])",
         )
         .bind(&ids)
         .bind(&teams)
@@ -300,6 +305,7 @@ impl Queue {
         .bind(&priorities)
         .bind(&attempts)
         .bind(&devices)
+        .bind(&inputs)
         .execute(&self.pool)
         .await
         .map_err(|err| QueueError::from_insert(err, teams.first().copied().unwrap_or_default()))?;

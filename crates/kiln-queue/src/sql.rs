@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 /// The columns of `jobs` in the order [`crate::Job`] reads them.
-pub const JOB_COLUMNS: &str = "jobs.id, jobs.team_id, jobs.kind, jobs.spec, jobs.priority, jobs.state, \
+pub const JOB_COLUMNS: &str = "jobs.id, jobs.team_id, jobs.kind, jobs.spec, jobs.inputs, jobs.priority, jobs.state, \
     jobs.device, jobs.run_after, jobs.attempt, jobs.max_attempts, jobs.lease_epoch, \
     jobs.lease_owner, jobs.lease_expires_at, jobs.heartbeat_at, jobs.cancel_requested_at, \
     jobs.checkpoint_key, jobs.checkpoint_epoch, jobs.resumed_from_epoch, jobs.progress, \

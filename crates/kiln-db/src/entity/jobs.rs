@@ -11,6 +11,8 @@ pub struct Model {
     pub kind: String,
     #[sea_orm(column_type = "JsonBinary")]
     pub spec: Json,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub inputs: Json,
     pub priority: i32,
     pub state: String,
     pub device: String,

@@ -58,6 +58,9 @@ CREATE TABLE jobs (
     team_id             UUID NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
     kind                TEXT NOT NULL DEFAULT 'train',
     spec                JSONB NOT NULL,
+    -- What the spec's ids resolved to at submission (dataset and script keys, digests):
+    -- the worker needs nothing but the job row and the artifact store.
+    inputs              JSONB NOT NULL DEFAULT '{}'::jsonb,
     -- Scheduling.
     priority            INTEGER NOT NULL DEFAULT 0,
     state               TEXT NOT NULL DEFAULT 'queued'

@@ -42,7 +42,7 @@ impl Harness {
     }
 
     pub async fn with_config(config: QueueConfig) -> Self {
-        let test = fresh_database(20).await.expect("fresh database");
+        let test = fresh_database(10).await.expect("fresh database");
         let queue = Queue::new(&test.db, config);
         Self { test, queue }
     }

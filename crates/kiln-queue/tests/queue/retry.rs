@@ -58,23 +58,32 @@ async fn backoff_is_full_jitter_exponential_and_capped() {
             })
             .collect()
     };
-    // First failures: delays within [0, base].
-    let mut first = Vec::new();
-    while let Some(lease) = h.claim(WorkerDevice::Cpu).await {
-        first.push(h.queue.fail(&lease, "flaky", true).await.unwrap());
+    // Claim every job before failing any, so a retry whose jittered delay is ~0 cannot be
+    // claimed twice in one round.
+    async fn fail_all(h: &Harness, n: usize) -> Vec<FailOutcome> {
+        let mut leases = Vec::new();
+        for _ in 0..n {
+            leases.push(h.claim(WorkerDevice::Cpu).await.expect("claimable"));
+        }
+        let mut outcomes = Vec::new();
+        for lease in &leases {
+            outcomes.push(h.queue.fail(lease, "flaky", true).await.unwrap());
+        }
+        outcomes
     }
-    assert_eq!(first.len(), ids.len());
-    let first = delays(first);
+    // First failures: delays within [0, base].
+    let first = delays(fail_all(&h, ids.len()).await);
     assert!(first.iter().all(|d| (-1.0..=10.5).contains(d)), "{first:?}");
-    // Backed-off jobs are not claimable.
-    assert!(h.claim(WorkerDevice::Cpu).await.is_none());
+    // A backed-off job is claimable only once its run_after has passed.
+    while let Some(lease) = h.claim(WorkerDevice::Cpu).await {
+        assert!(lease.job.run_after <= Utc::now(), "claimed before its backoff ended");
+        h.queue.release(&lease).await.unwrap();
+        h.sql(&format!("UPDATE jobs SET run_after = now() + interval '1 hour' WHERE id = '{}'", lease.job_id())).await;
+    }
 
     // Second failures: up to 2 × base, capped at 15 s; jitter spreads them past base.
     h.sql("UPDATE jobs SET run_after = now()").await;
-    let mut second = Vec::new();
-    while let Some(lease) = h.claim(WorkerDevice::Cpu).await {
-        second.push(h.queue.fail(&lease, "flaky", true).await.unwrap());
-    }
+    let second = fail_all(&h, ids.len()).await;
     let second = delays(second);
     assert!(second.iter().all(|d| (-1.0..=15.5).contains(d)), "{second:?}");
     assert!(second.iter().any(|d| *d > 10.5), "the window doubled: {second:?}");
