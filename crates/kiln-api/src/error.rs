@@ -143,6 +143,18 @@ impl From<RepoError> for ApiError {
     }
 }
 
+impl From<kiln_store::StoreError> for ApiError {
+    fn from(err: kiln_store::StoreError) -> Self {
+        use kiln_store::ErrorKind;
+        match err.kind() {
+            ErrorKind::NotFound => ApiError::not_found("artifact"),
+            ErrorKind::Unavailable => ApiError::unavailable("the artifact store", err),
+            ErrorKind::Integrity => ApiError::internal(err),
+            _ => ApiError::internal(err),
+        }
+    }
+}
+
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> Self {
         match &err {

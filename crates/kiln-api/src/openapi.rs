@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, audit, health, jobs, runs, teams, tokens};
+use crate::routes::{admin, audit, datasets, health, jobs, models, runs, submit, teams, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,8 +16,10 @@ use crate::routes::{admin, audit, health, jobs, runs, teams, tokens};
         health::healthz, health::readyz, health::metrics, health::openapi,
         teams::create, teams::list,
         tokens::create, tokens::list, tokens::revoke,
-        jobs::list, jobs::get, jobs::cancel, jobs::retry, jobs::metrics, jobs::logs,
+        datasets::upload, datasets::list, datasets::get,
+        submit::submit, jobs::list, jobs::get, jobs::cancel, jobs::retry, jobs::metrics, jobs::logs,
         runs::create, runs::list, runs::log_metrics, runs::metrics, runs::finish,
+        models::register, models::list, models::versions, models::set_alias, models::bundle,
         audit::list,
         admin::queue_stats, admin::workers,
     ),

@@ -18,6 +18,8 @@ use crate::state::{AppState, Limits};
 pub struct ApiArgs {
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub store: kiln_store::StoreArgs,
     /// Address to listen on.
     #[arg(long = "bind", env = "KILN_API_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
@@ -56,7 +58,9 @@ impl Application {
             pending.len(),
             pending.join(", ")
         );
+        let store = kiln_store::open(&args.store).await?;
         let state = AppState {
+            store,
             queue: Queue::new(&db, QueueConfig::default()),
             db,
             metrics: Metrics::new(),

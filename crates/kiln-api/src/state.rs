@@ -1,7 +1,10 @@
 //! What every handler shares: the database, the queue and settings. No request state lives
 //! in the process: any number of replicas can run behind a load balancer.
 
+use std::sync::Arc;
+
 use kiln_queue::Queue;
+use kiln_store::ArtifactStore;
 
 use crate::metrics::Metrics;
 
@@ -9,6 +12,8 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub db: kiln_db::Db,
     pub queue: Queue,
+    /// Datasets, checkpoints and model bundles.
+    pub store: Arc<dyn ArtifactStore>,
     pub metrics: Metrics,
     pub limits: Limits,
 }

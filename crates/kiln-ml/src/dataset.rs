@@ -35,6 +35,9 @@ impl DatasetFormat {
     }
 }
 
+/// Most distinct values a column may have to be suggested as a classification target.
+const LABEL_CANDIDATE_MAX_CLASSES: usize = 100;
+
 /// A dataset as read from its bytes.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -214,10 +217,37 @@ impl Dataset {
                             crate::prepare::ColumnKind::Numeric => "number",
                             crate::prepare::ColumnKind::Categorical => "category",
                         };
-                        json!({"name": t.columns[c], "type": kind})
+                        // Distinct values (counted up to a cap): a category, or a number
+                        // column with few distinct integers, is a likely label column.
+                        let mut distinct = std::collections::HashSet::new();
+                        let mut integers = true;
+                        let mut missing = 0usize;
+                        for record in &t.records {
+                            let cell = record[c].trim();
+                            if cell.is_empty() {
+                                missing += 1;
+                                continue;
+                            }
+                            integers &= cell.parse::<i64>().is_ok();
+                            if distinct.len() <= LABEL_CANDIDATE_MAX_CLASSES {
+                                distinct.insert(cell.to_owned());
+                            }
+                        }
+                        let candidate = (2..=LABEL_CANDIDATE_MAX_CLASSES).contains(&distinct.len())
+                            && (kind == "category" || integers);
+                        json!({
+                            "name": t.columns[c], "type": kind, "missing": missing,
+                            "distinct": (distinct.len() <= LABEL_CANDIDATE_MAX_CLASSES).then_some(distinct.len()),
+                            "label_candidate": candidate,
+                        })
                     })
                     .collect();
-                json!({"format": "csv", "rows": t.records.len(), "columns": columns})
+                let candidates: Vec<&Value> = columns
+                    .iter()
+                    .filter(|c| c["label_candidate"] == true)
+                    .map(|c| &c["name"])
+                    .collect();
+                json!({"format": "csv", "rows": t.records.len(), "columns": columns, "label_candidates": candidates})
             }
             Data::Arrays(a) => json!({
                 "format": "npz", "rows": a.shape[0],

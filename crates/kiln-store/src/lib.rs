@@ -46,6 +46,9 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::io::AsyncRead;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use config::{S3Location, StoreArgs, StoreLocation, open};
 pub use error::{ErrorKind, Result, StoreError};
 pub use key::{Key, MAX_KEY_LEN, Sha256Digest, Team, validate_prefix};

@@ -253,3 +253,68 @@ pub struct Worker {
     pub current_job_id: Option<Uuid>,
     pub stopped_at: Option<DateTime<Utc>>,
 }
+
+/// An uploaded dataset version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Dataset {
+    pub id: Uuid,
+    pub name: String,
+    pub version: i32,
+    /// `csv`, `npz` or `torchscript`.
+    pub format: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    /// Columns with inferred types, row count and label candidates (CSV); array shapes (NPZ).
+    pub schema: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterVersion {
+    /// A succeeded job of the caller's team.
+    pub job_id: Uuid,
+}
+
+/// A registered model version with its lineage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelVersion {
+    pub model: String,
+    pub version: i32,
+    pub job_id: Option<Uuid>,
+    /// The training data it was made from.
+    pub dataset_sha256: Option<String>,
+    pub bundle_sha256: String,
+    /// Final metrics of the job that trained it.
+    pub metrics: Value,
+    /// The canonical job spec that trained it.
+    pub spec: Value,
+    /// Aliases pointing at this version.
+    pub aliases: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A registered model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelSummary {
+    pub name: String,
+    pub latest_version: Option<i32>,
+    /// Alias → version.
+    pub aliases: BTreeMap<String, i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAlias {
+    pub version: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Alias {
+    pub model: String,
+    pub alias: String,
+    pub version: i32,
+    /// The version the alias pointed at before, if any.
+    pub previous_version: Option<i32>,
+}

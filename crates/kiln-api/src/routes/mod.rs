@@ -6,9 +6,12 @@
 
 pub mod admin;
 pub mod audit;
+pub mod datasets;
 pub mod health;
 pub mod jobs;
+pub mod models;
 pub mod runs;
+pub mod submit;
 pub mod teams;
 pub mod tokens;
 
@@ -23,7 +26,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/v1/teams").post(teams::create).get(teams::list))
         .service(web::resource("/v1/teams/{team_id}/tokens").post(tokens::create).get(tokens::list))
         .service(web::resource("/v1/tokens/{token_id}").delete(tokens::revoke))
-        .service(web::resource("/v1/jobs").get(jobs::list))
+        .service(web::resource("/v1/datasets").post(datasets::upload).get(datasets::list))
+        .service(web::resource("/v1/datasets/{id}").get(datasets::get))
+        .service(web::resource("/v1/jobs").post(submit::submit).get(jobs::list))
         .service(web::resource("/v1/jobs/{id}").get(jobs::get))
         .service(web::resource("/v1/jobs/{id}/cancel").post(jobs::cancel))
         .service(web::resource("/v1/jobs/{id}/retry").post(jobs::retry))
@@ -32,6 +37,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/v1/runs").post(runs::create).get(runs::list))
         .service(web::resource("/v1/runs/{id}/metrics").post(runs::log_metrics).get(runs::metrics))
         .service(web::resource("/v1/runs/{id}/finish").post(runs::finish))
+        .service(web::resource("/v1/models").get(models::list))
+        .service(
+            web::resource("/v1/models/{name}/versions")
+                .post(models::register)
+                .get(models::versions),
+        )
+        .service(web::resource("/v1/models/{name}/versions/{version}/bundle").get(models::bundle))
+        .service(web::resource("/v1/models/{name}/aliases/{alias}").put(models::set_alias))
         .service(web::resource("/v1/audit").get(audit::list))
         .service(web::resource("/v1/admin/queue").get(admin::queue_stats))
         .service(web::resource("/v1/admin/workers").get(admin::workers));

@@ -2,12 +2,15 @@
 //! database and talks HTTP to it. One test binary; each feature is a module.
 
 mod auth;
+mod datasets;
 mod errors;
+mod jobs;
 mod openapi;
 mod runs;
 mod teams;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use kiln_api::Application;
 use kiln_api::metrics::Metrics;
@@ -15,6 +18,8 @@ use kiln_api::state::{AppState, Limits};
 use kiln_db::repo::tokens;
 use kiln_db::testing::{TestDatabase, fresh_database};
 use kiln_queue::{Queue, QueueConfig};
+use kiln_store::S3Store;
+use kiln_store::testing::S3sServer;
 use kiln_types::Role;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -24,6 +29,8 @@ use uuid::Uuid;
 #[derive(Debug)]
 pub struct TestApp {
     pub base: String,
+    /// The real S3-compatible server the app stores artifacts in.
+    pub s3: S3sServer,
     pub test: TestDatabase,
     pub admin: String,
     pub http: reqwest::Client,
@@ -43,7 +50,10 @@ pub async fn spawn_app() -> TestApp {
     let test = fresh_database(10).await.expect("fresh database");
     let admin =
         tokens::issue(&test.db, None, Role::Admin, "test-admin", None).await.unwrap().secret;
+    let s3 = S3sServer::start();
+    let store = S3Store::connect(s3.settings("kiln")).await.expect("connect to s3s-fs");
     let state = AppState {
+        store: Arc::new(store),
         queue: Queue::new(&test.db, QueueConfig::default()),
         db: test.db.clone(),
         metrics: Metrics::new(),
@@ -53,7 +63,7 @@ pub async fn spawn_app() -> TestApp {
     let app = Application::from_state(state, listener, Some(2)).unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    TestApp { base, test, admin, http: reqwest::Client::new() }
+    TestApp { base, s3, test, admin, http: reqwest::Client::new() }
 }
 
 impl TestApp {
@@ -108,4 +118,30 @@ pub async fn assert_error(res: Response, status: u16, code: &str) -> Value {
     assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     assert!(body["error"]["details"].is_object(), "{body}");
     body
+}
+
+impl TestApp {
+    /// Uploads bytes as a dataset and returns the answer's JSON (asserting 201).
+    pub async fn upload(
+        &self,
+        token: &str,
+        name: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Value {
+        let res = self
+            .request(Method::POST, &format!("/v1/datasets?name={name}"), Some(token))
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "upload {name}");
+        res.json().await.unwrap()
+    }
+}
+
+/// A file of the repository's example data.
+pub fn example(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/../../data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }

@@ -12,12 +12,15 @@ use serde_json::Value;
 
 struct Env {
     test: TestDatabase,
+    _artifacts: tempfile::TempDir,
     api_url: String,
 }
 
 async fn start() -> Env {
     let test = fresh_database(8).await.unwrap();
+    let artifacts = tempfile::tempdir().unwrap();
     let state = AppState {
+        store: kiln_store::open_local(artifacts.path()).await.unwrap(),
         queue: Queue::new(&test.db, QueueConfig::default()),
         db: test.db.clone(),
         metrics: Metrics::new(),
@@ -27,7 +30,7 @@ async fn start() -> Env {
     let app = Application::from_state(state, listener, Some(1)).unwrap();
     let api_url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    Env { test, api_url }
+    Env { test, _artifacts: artifacts, api_url }
 }
 
 impl Env {

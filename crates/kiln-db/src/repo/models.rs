@@ -211,6 +211,14 @@ pub async fn version(
         .map(Into::into))
 }
 
+/// A version by its id.
+pub async fn version_by_id(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<ModelVersion>, RepoError> {
+    Ok(model_versions::Entity::find_by_id(id).one(db).await?.map(Into::into))
+}
+
 /// Points `alias` at `version_id`; returns the version it pointed at before, if any.
 pub async fn set_alias(
     db: &impl ConnectionTrait,

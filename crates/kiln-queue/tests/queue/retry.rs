@@ -78,7 +78,11 @@ async fn backoff_is_full_jitter_exponential_and_capped() {
     while let Some(lease) = h.claim(WorkerDevice::Cpu).await {
         assert!(lease.job.run_after <= Utc::now(), "claimed before its backoff ended");
         h.queue.release(&lease).await.unwrap();
-        h.sql(&format!("UPDATE jobs SET run_after = now() + interval '1 hour' WHERE id = '{}'", lease.job_id())).await;
+        h.sql(&format!(
+            "UPDATE jobs SET run_after = now() + interval '1 hour' WHERE id = '{}'",
+            lease.job_id()
+        ))
+        .await;
     }
 
     // Second failures: up to 2 × base, capped at 15 s; jitter spreads them past base.

@@ -1,0 +1,237 @@
+//! Datasets: uploaded as a streamed body into the artifact store, format detected, schema
+//! inferred, versions counted up per name.
+//!
+//! The body is never held whole in memory: it streams to a temporary file while it is
+//! hashed and measured (413 past the limit), is parsed there (a malformed file answers 422
+//! naming the row and column, and nothing is stored), and then goes to the artifact store
+//! under its content address, so the same bytes uploaded twice are stored once.
+
+use std::io::Write;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures::StreamExt;
+use kiln_db::repo::{audit, datasets};
+use kiln_types::api::{Dataset, Page};
+use kiln_types::{ErrorCode, Role};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::pagination::ListQuery;
+use crate::state::AppState;
+
+pub fn dataset_view(d: datasets::Dataset) -> Dataset {
+    Dataset {
+        id: d.id,
+        name: d.name,
+        version: d.version,
+        format: d.format,
+        sha256: d.sha256,
+        size_bytes: d.size_bytes,
+        schema: d.schema,
+        created_at: d.created_at,
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UploadQuery {
+    /// Dataset name; each upload under a name is its next version.
+    pub name: String,
+    /// `csv`, `npz` or `torchscript` (a scripted module's `.pt`); detected when absent.
+    pub format: Option<String>,
+}
+
+/// The team's store prefix.
+pub fn store_team(team_id: Uuid) -> Result<kiln_store::Team, ApiError> {
+    kiln_store::Team::parse(team_id.to_string()).map_err(ApiError::internal)
+}
+
+/// Upload a dataset (streamed).
+#[utoipa::path(post, path = "/v1/datasets", tag = "datasets", params(UploadQuery),
+    request_body(content = Vec<u8>, description = "CSV with a header (text/csv), an NPZ archive or a TorchScript .pt (application/octet-stream)",
+                 content_type = "application/octet-stream"),
+    responses((status = 201, body = Dataset), (status = 413, body = kiln_types::api::ErrorBody),
+              (status = 415, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn upload(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    query: web::Query<UploadQuery>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Member)?;
+    let team = caller.team()?;
+    if let Some(problem) = datasets::name_problem(&query.name) {
+        return Err(ApiError::validation([("name".to_owned(), problem.to_owned())]));
+    }
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if !matches!(media.as_str(), "text/csv" | "application/octet-stream") {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "upload a dataset as `text/csv` or `application/octet-stream`, not `{content_type}`"
+            ),
+        ));
+    }
+    let requested = match query.format.as_deref() {
+        None => None,
+        Some(f @ ("csv" | "npz" | "torchscript")) => Some(f.to_owned()),
+        Some(other) => {
+            return Err(ApiError::validation([(
+                "format".to_owned(),
+                format!("unknown format `{other}`; expected csv, npz or torchscript"),
+            )]));
+        }
+    };
+
+    // 1. Stream to a temporary file, hashing and counting.
+    let limit = state.limits.upload_bytes;
+    let tmp = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
+    let mut file = std::io::BufWriter::new(tmp.reopen().map_err(ApiError::internal)?);
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut head: Vec<u8> = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the dataset is larger than the limit of {limit} bytes"),
+            ));
+        }
+        if head.len() < 8 {
+            head.extend_from_slice(&chunk[..chunk.len().min(8 - head.len())]);
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).map_err(ApiError::internal)?;
+    }
+    file.flush().map_err(ApiError::internal)?;
+    drop(file);
+    if size == 0 {
+        return Err(ApiError::validation([("body".to_owned(), "the dataset is empty".to_owned())]));
+    }
+    let sha256 = hex::encode(hasher.finalize());
+
+    // 2. Detect the format and infer the schema (off the async runtime).
+    let format =
+        requested.unwrap_or_else(|| kiln_ml::DatasetFormat::sniff(&head).as_str().to_owned());
+    let path = tmp.path().to_path_buf();
+    let schema = match format.as_str() {
+        "torchscript" => {
+            if !head.starts_with(b"PK\x03\x04") {
+                return Err(ApiError::validation([(
+                    "body".to_owned(),
+                    "a TorchScript module is the zip archive `torch.jit.save` writes".to_owned(),
+                )]));
+            }
+            json!({"format": "torchscript"})
+        }
+        _ => {
+            let expect = format.clone();
+            let parsed = web::block(move || kiln_ml::Dataset::from_path(&path))
+                .await
+                .map_err(ApiError::internal)?;
+            match parsed {
+                Ok(ds) if ds.format().as_str() == expect => ds.schema(),
+                Ok(ds) => {
+                    return Err(ApiError::validation([(
+                        "format".to_owned(),
+                        format!("the body is {}, not {expect}", ds.format().as_str()),
+                    )]));
+                }
+                Err(err) if err.is_user_error() => {
+                    return Err(ApiError::validation([("body".to_owned(), err.to_string())]));
+                }
+                Err(err) => return Err(ApiError::internal(err)),
+            }
+        }
+    };
+
+    // 3. Store under the content address, then record the version.
+    let info = kiln_store::put_file(state.store.as_ref(), &store_team(team)?, tmp.path()).await?;
+    debug_assert_eq!(info.sha256.to_string(), sha256);
+    let dataset = datasets::create(
+        &state.db,
+        datasets::NewDataset {
+            team_id: team,
+            name: &query.name,
+            format: &format,
+            sha256: &sha256,
+            size_bytes: size as i64,
+            storage_key: info.key.as_str(),
+            schema,
+            created_by: Some(caller.token_id()),
+        },
+    )
+    .await?;
+    audit::record(
+        &state.db,
+        audit::AuditEntry {
+            team_id: Some(team),
+            actor_token_id: Some(caller.token_id()),
+            actor: &caller.actor(),
+            action: "dataset.upload",
+            resource_type: "dataset",
+            resource_id: Some(dataset.id.to_string()),
+            details: json!({"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256, "size_bytes": size}),
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(dataset_view(dataset)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DatasetListQuery {
+    /// Only versions of this name.
+    pub name: Option<String>,
+    pub limit: Option<u64>,
+    pub cursor: Option<String>,
+}
+
+/// List the team's datasets, newest first.
+#[utoipa::path(get, path = "/v1/datasets", tag = "datasets", params(DatasetListQuery),
+    responses((status = 200, body = Page<Dataset>)), security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<DatasetListQuery>,
+) -> Result<web::Json<Page<Dataset>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let paging = ListQuery { limit: query.limit, cursor: query.cursor.clone() };
+    let page = datasets::list(
+        &state.db,
+        caller.team()?,
+        query.name.as_deref(),
+        paging.limit()?,
+        paging.cursor(),
+    )
+    .await?;
+    Ok(web::Json(Page {
+        items: page.items.into_iter().map(dataset_view).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// One dataset.
+#[utoipa::path(get, path = "/v1/datasets/{id}", tag = "datasets", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Dataset), (status = 404, body = kiln_types::api::ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<Dataset>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let dataset = datasets::get(&state.db, caller.team()?, path.into_inner())
+        .await?
+        .ok_or_else(|| ApiError::not_found("dataset"))?;
+    Ok(web::Json(dataset_view(dataset)))
+}

@@ -1,0 +1,228 @@
+//! The model registry: versions registered from succeeded jobs (with lineage), aliases
+//! moved only by maintainers, bundles downloadable by the team.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use kiln_db::repo::{audit, models};
+use kiln_types::api::{Alias, ModelSummary, ModelVersion, Page, RegisterVersion, SetAlias};
+use kiln_types::{ErrorCode, JobState, Role};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::pagination::ListQuery;
+use crate::state::AppState;
+
+fn version_view(model: &str, v: models::ModelVersion, aliases: &[(String, i32)]) -> ModelVersion {
+    ModelVersion {
+        model: model.to_owned(),
+        version: v.version,
+        job_id: v.job_id,
+        dataset_sha256: v.dataset_sha256,
+        bundle_sha256: v.bundle_sha256,
+        metrics: v.metrics,
+        spec: v.spec,
+        aliases: aliases.iter().filter(|(_, n)| *n == v.version).map(|(a, _)| a.clone()).collect(),
+        created_at: v.created_at,
+    }
+}
+
+async fn team_model(state: &AppState, team: Uuid, name: &str) -> Result<models::Model, ApiError> {
+    models::find(&state.db, team, name).await?.ok_or_else(|| ApiError::not_found("model"))
+}
+
+/// Register a new version of a model from a succeeded job.
+#[utoipa::path(post, path = "/v1/models/{name}/versions", tag = "models", request_body = RegisterVersion,
+    params(("name" = String, Path)),
+    responses((status = 201, body = ModelVersion), (status = 404, body = kiln_types::api::ErrorBody),
+              (status = 409, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn register(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<RegisterVersion>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Maintainer)?;
+    let team = caller.team()?;
+    let name = path.into_inner();
+    if let Some(problem) = models::name_problem(&name, 128) {
+        return Err(ApiError::validation([("name".to_owned(), problem)]));
+    }
+    let job = state.queue.get_for_team(team, body.job_id).await.map_err(|err| match err {
+        kiln_queue::QueueError::NotFound { .. } => ApiError::validation([(
+            "job_id".to_owned(),
+            "no job with this id in your team".to_owned(),
+        )]),
+        other => other.into(),
+    })?;
+    if job.state != JobState::Succeeded {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!("job {} is {}; only a succeeded job can be registered", job.id, job.state),
+        ));
+    }
+    let result = job.result.clone().unwrap_or_default();
+    let (Some(bundle_key), Some(bundle_sha256)) =
+        (result["model_bundle"].as_str(), result["bundle_sha256"].as_str())
+    else {
+        return Err(ApiError::internal(format!(
+            "succeeded job {} has no model bundle in its result",
+            job.id
+        )));
+    };
+    let dataset_sha256 =
+        job.inputs["dataset"]["sha256"].as_str().or(result["dataset_sha256"].as_str());
+    let version = models::register_version(
+        &state.db,
+        team,
+        &name,
+        models::NewVersion {
+            job_id: job.id,
+            bundle_key,
+            bundle_sha256,
+            dataset_sha256,
+            spec: job.spec.clone(),
+            metrics: result.get("metrics").cloned().unwrap_or_else(|| json!({})),
+            created_by: Some(caller.token_id()),
+        },
+    )
+    .await?;
+    audit::record(
+        &state.db,
+        audit::AuditEntry {
+            team_id: Some(team),
+            actor_token_id: Some(caller.token_id()),
+            actor: &caller.actor(),
+            action: "model.register",
+            resource_type: "model_version",
+            resource_id: Some(format!("{name}/{}", version.version)),
+            details: json!({"job_id": job.id, "bundle_sha256": bundle_sha256}),
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(version_view(&name, version, &[])))
+}
+
+/// List the team's models with their aliases.
+#[utoipa::path(get, path = "/v1/models", tag = "models", params(ListQuery),
+    responses((status = 200, body = Page<ModelSummary>)), security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<Page<ModelSummary>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let page = models::list(&state.db, caller.team()?, query.limit()?, query.cursor()).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for m in page.items {
+        let latest =
+            models::versions(&state.db, m.id, 1, None).await?.items.first().map(|v| v.version);
+        let aliases: BTreeMap<String, i32> =
+            models::aliases(&state.db, m.id).await?.into_iter().collect();
+        items.push(ModelSummary {
+            name: m.name,
+            latest_version: latest,
+            aliases,
+            created_at: m.created_at,
+        });
+    }
+    Ok(web::Json(Page { items, next_cursor: page.next_cursor }))
+}
+
+/// A model's versions, newest first.
+#[utoipa::path(get, path = "/v1/models/{name}/versions", tag = "models", params(("name" = String, Path), ListQuery),
+    responses((status = 200, body = Page<ModelVersion>), (status = 404, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn versions(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<Page<ModelVersion>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let model = team_model(&state, caller.team()?, &path).await?;
+    let aliases = models::aliases(&state.db, model.id).await?;
+    let page = models::versions(&state.db, model.id, query.limit()?, query.cursor()).await?;
+    Ok(web::Json(Page {
+        items: page.items.into_iter().map(|v| version_view(&model.name, v, &aliases)).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Point an alias (`production`, `staging`, anything) at a version.
+#[utoipa::path(put, path = "/v1/models/{name}/aliases/{alias}", tag = "models", request_body = SetAlias,
+    params(("name" = String, Path), ("alias" = String, Path)),
+    responses((status = 200, body = Alias), (status = 404, body = kiln_types::api::ErrorBody),
+              (status = 422, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_alias(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    body: web::Json<SetAlias>,
+) -> Result<web::Json<Alias>, ApiError> {
+    caller.require(Role::Maintainer)?;
+    let team = caller.team()?;
+    let (name, alias) = path.into_inner();
+    if let Some(problem) = models::name_problem(&alias, 64) {
+        return Err(ApiError::validation([("alias".to_owned(), problem)]));
+    }
+    let model = team_model(&state, team, &name).await?;
+    let version = models::version(&state.db, model.id, body.version).await?.ok_or_else(|| {
+        ApiError::validation([(
+            "version".to_owned(),
+            format!("model `{name}` has no version {}", body.version),
+        )])
+    })?;
+    let previous =
+        models::set_alias(&state.db, model.id, &alias, version.id, Some(caller.token_id())).await?;
+    let previous_version = match previous {
+        Some(id) => models::version_by_id(&state.db, id).await?.map(|v| v.version),
+        None => None,
+    };
+    audit::record(
+        &state.db,
+        audit::AuditEntry {
+            team_id: Some(team),
+            actor_token_id: Some(caller.token_id()),
+            actor: &caller.actor(),
+            action: "model.alias.move",
+            resource_type: "model_alias",
+            resource_id: Some(format!("{name}@{alias}")),
+            details: json!({"version": version.version, "previous_version": previous_version}),
+        },
+    )
+    .await?;
+    Ok(web::Json(Alias { model: name, alias, version: version.version, previous_version }))
+}
+
+/// Download a version's model bundle (a zip of `model.json` and `model.safetensors`).
+#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/bundle", tag = "models",
+    params(("name" = String, Path), ("version" = i32, Path)),
+    responses((status = 200, content_type = "application/zip", body = Vec<u8>), (status = 404, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn bundle(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, i32)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    let (name, number) = path.into_inner();
+    let model = team_model(&state, caller.team()?, &name).await?;
+    let version = models::version(&state.db, model.id, number)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model version"))?;
+    let key = kiln_store::Key::parse(version.bundle_key.clone()).map_err(ApiError::internal)?;
+    let stream = state.store.get(&key, None).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/zip")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{name}-v{number}.kiln.zip\""),
+        ))
+        .insert_header(("X-Kiln-Bundle-Sha256", version.bundle_sha256))
+        .streaming(futures::StreamExt::map(stream, |chunk| chunk.map_err(std::io::Error::other))))
+}

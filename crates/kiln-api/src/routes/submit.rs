@@ -1,0 +1,220 @@
+//! `POST /v1/jobs`: a job spec validated field by field, checked against its dataset,
+//! then queued (with an optional `Idempotency-Key`).
+//!
+//! Every problem is collected before answering, so one 422 lists every bad field: the
+//! spec's own (unknown model type, negative learning rate, unknown fields) and those only
+//! the dataset can reveal (a target column it lacks, a dataset of another team, a CNN on
+//! tabular data). What the spec's ids resolve to (artifact keys, digests) is recorded on
+//! the job as its `inputs`, so the worker needs nothing but the job row and the store.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use kiln_db::repo::{audit, datasets, runs};
+use kiln_queue::{Enqueued, NewJob};
+use kiln_types::Role;
+use kiln_types::spec::{JobSpec, ModelSpec, Task};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::routes::jobs::job_view;
+use crate::state::AppState;
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+fn input_of(d: &datasets::Dataset) -> Value {
+    json!({"id": d.id, "key": d.storage_key, "sha256": d.sha256, "format": d.format, "size_bytes": d.size_bytes})
+}
+
+/// Checks the spec against its dataset (and script); returns the job's inputs or the
+/// offending fields.
+async fn resolve_inputs(
+    state: &AppState,
+    team: Uuid,
+    spec: &JobSpec,
+    problems: &mut Vec<(String, String)>,
+) -> Result<Value, ApiError> {
+    let mut inputs = json!({});
+    match datasets::get(&state.db, team, spec.dataset_id).await? {
+        None => problems.push(("dataset_id".into(), "no dataset with this id in your team".into())),
+        Some(d) if d.format == "torchscript" => problems.push((
+            "dataset_id".into(),
+            "this upload is a TorchScript module, not training data; name it in model.dataset_id"
+                .into(),
+        )),
+        Some(d) => {
+            check_against_schema(spec, &d, problems);
+            inputs["dataset"] = input_of(&d);
+        }
+    }
+    if let ModelSpec::TorchScript { dataset_id } = &spec.model {
+        match datasets::get(&state.db, team, *dataset_id).await? {
+            Some(d) if d.format == "torchscript" => inputs["script"] = input_of(&d),
+            Some(_) => problems.push((
+                "model.dataset_id".into(),
+                "this upload is not a TorchScript module (upload one with ?format=torchscript)"
+                    .into(),
+            )),
+            None => problems
+                .push(("model.dataset_id".into(), "no upload with this id in your team".into())),
+        }
+    }
+    Ok(inputs)
+}
+
+fn check_against_schema(
+    spec: &JobSpec,
+    d: &datasets::Dataset,
+    problems: &mut Vec<(String, String)>,
+) {
+    let is_cnn = matches!(spec.model, ModelSpec::Cnn { .. });
+    if d.format == "npz" {
+        let rank = d.schema["x"]["shape"].as_array().map_or(0, Vec::len);
+        if is_cnn && rank != 4 {
+            problems.push(("model.type".into(), format!("a CNN needs images (x of shape N×C×H×W); this dataset's x has {rank} dimensions")));
+        }
+        return;
+    }
+    // CSV: the named columns must exist.
+    let columns: Vec<(&str, &str)> = d.schema["columns"]
+        .as_array()
+        .map(|cols| {
+            cols.iter().filter_map(|c| Some((c["name"].as_str()?, c["type"].as_str()?))).collect()
+        })
+        .unwrap_or_default();
+    let names = || columns.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    if is_cnn {
+        problems.push((
+            "model.type".into(),
+            "a CNN needs images: upload an NPZ dataset with x of shape N×C×H×W".into(),
+        ));
+    }
+    match spec.target.as_deref() {
+        None => problems
+            .push(("target".into(), "required for CSV datasets: the column to predict".into())),
+        Some(target) => match columns.iter().find(|(n, _)| *n == target) {
+            None => problems.push((
+                "target".into(),
+                format!("the dataset has no column `{target}`; its columns are {}", names()),
+            )),
+            Some((_, kind)) if spec.task == Task::Regression && *kind != "number" => {
+                problems.push((
+                    "target".into(),
+                    format!("regression needs a numeric target; `{target}` holds categories"),
+                ))
+            }
+            Some(_) => {}
+        },
+    }
+    if let Some(features) = &spec.features {
+        for (i, feature) in features.iter().enumerate() {
+            if !columns.iter().any(|(n, _)| n == feature) {
+                problems.push((
+                    format!("features[{i}]"),
+                    format!("the dataset has no column `{feature}`"),
+                ));
+            } else if spec.target.as_deref() == Some(feature.as_str()) {
+                problems
+                    .push((format!("features[{i}]"), "the target cannot also be a feature".into()));
+            }
+        }
+    }
+}
+
+/// A W3C `traceparent` value worth keeping: `00-<32 hex>-<16 hex>-<2 hex>`.
+fn traceparent(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get("traceparent")?.to_str().ok()?.trim();
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2))
+    .then(|| value.to_owned())
+}
+
+/// Submit a training job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = Object,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body again answer the same job")),
+    responses((status = 201, body = kiln_types::api::Job), (status = 200, body = kiln_types::api::Job, description = "Repeated idempotent submission"),
+              (status = 409, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn submit(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Member)?;
+    let team = caller.team()?;
+    let idempotency_key = match req.headers().get("Idempotency-Key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be text"))?
+                .trim();
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+                return Err(ApiError::validation([(
+                    "Idempotency-Key".to_owned(),
+                    format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+                )]));
+            }
+            Some(key.to_owned())
+        }
+    };
+    let spec = JobSpec::parse(&body).map_err(|errors| {
+        ApiError::validation(errors.fields().iter().map(|(k, v)| (k.clone(), v.clone())))
+    })?;
+    let mut problems = Vec::new();
+    let inputs = resolve_inputs(&state, team, &spec, &mut problems).await?;
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    let canonical = spec.to_json();
+    let new = NewJob {
+        team_id: team,
+        kind: "train".to_owned(),
+        spec: canonical.clone(),
+        inputs,
+        priority: spec.priority,
+        max_attempts: i32::try_from(spec.max_attempts).unwrap_or(i32::MAX),
+        device: spec.device,
+        idempotency_key,
+        trace_context: traceparent(&req),
+        created_by: Some(caller.token_id()),
+    };
+    match state.queue.enqueue(new).await? {
+        Enqueued::Existing(job) => Ok(HttpResponse::Ok().json(job_view(job))),
+        Enqueued::Created(job) => {
+            // A job is a run too: its metrics live in the same series as tracked runs'.
+            let params = canonical.get("hyperparameters").cloned().unwrap_or_else(|| json!({}));
+            runs::create(
+                &state.db,
+                job.id,
+                team,
+                Some(job.id),
+                &format!("job {}", job.id),
+                params,
+                Some(caller.token_id()),
+            )
+            .await?;
+            audit::record(
+                &state.db,
+                audit::AuditEntry {
+                    team_id: Some(team),
+                    actor_token_id: Some(caller.token_id()),
+                    actor: &caller.actor(),
+                    action: "job.submit",
+                    resource_type: "job",
+                    resource_id: Some(job.id.to_string()),
+                    details: json!({"model": spec.model.type_name(), "dataset_id": spec.dataset_id}),
+                },
+            )
+            .await?;
+            Ok(HttpResponse::Created().json(job_view(job)))
+        }
+    }
+}

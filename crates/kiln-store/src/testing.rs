@@ -1,0 +1,167 @@
+//! Test support (feature `testing`): a real s3s-fs S3-compatible server on 127.0.0.1 for
+//! the tests of this and other crates. s3s-fs checks SigV4 signatures, so clients talk to
+//! it exactly as to S3.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{RetryPolicy, S3Settings, S3Store, SecretString, StaticCredentials};
+
+pub const ACCESS_KEY: &str = "kiln-test-access";
+pub const SECRET_KEY: &str = "kiln-test-secret-0123456789";
+pub const BUCKET: &str = "kiln-test";
+
+/// The s3s-fs binary: `$KILN_S3S_FS` (set by scripts/env.sh), else the cache location
+/// `kiln_ensure_s3s` installs to. Missing means the test fails, loudly: run
+/// `. scripts/env.sh && kiln_ensure_s3s` (or scripts/test.sh, which does).
+pub fn s3s_fs_binary() -> PathBuf {
+    let candidates = std::env::var_os("KILN_S3S_FS").map(PathBuf::from).into_iter().chain(
+        std::env::var_os("KILN_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("kiln")).or_else(
+                    || std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kiln")),
+                )
+            })
+            .map(|cache| cache.join("s3s/bin/s3s-fs")),
+    );
+    let candidates: Vec<PathBuf> = candidates.collect();
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "s3s-fs not found (looked at {candidates:?}). These tests need the real S3-compatible \
+             server: run `. scripts/env.sh && kiln_ensure_s3s`, or scripts/test.sh"
+        )
+    })
+}
+
+/// A real s3s-fs on a free port of 127.0.0.1, with one bucket, in a temporary directory.
+/// Killed on drop.
+#[derive(Debug)]
+pub struct S3sServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    /// s3s-fs's root: buckets are directories; upload state is `.upload*` files here.
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl S3sServer {
+    pub fn start() -> Self {
+        let binary = s3s_fs_binary();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join(BUCKET)).expect("bucket directory");
+        // A free port can be taken between our probe and the server's bind: try a few.
+        for _ in 0..5 {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .expect("probe a free port")
+                .port();
+            let log = std::fs::File::create(dir.path().join("s3s-fs.log")).expect("log file");
+            let mut child = Command::new(&binary)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                .arg(&root)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let started = Instant::now();
+            loop {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return Self { child: Some(child), addr, root, _dir: dir };
+                }
+                if child.try_wait().expect("poll s3s-fs").is_some() {
+                    break; // exited: most likely the port was taken; try another
+                }
+                // Generous: a loaded 2-core machine. It starts in milliseconds normally.
+                assert!(started.elapsed() < Duration::from_secs(30), "s3s-fs did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let log = std::fs::read_to_string(dir.path().join("s3s-fs.log")).unwrap_or_default();
+        panic!("s3s-fs would not start; its log:\n{log}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.root.join(BUCKET)
+    }
+
+    /// Stops the server now (as if it crashed).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Settings for this server with the right credentials.
+    pub fn settings(&self, prefix: &str) -> S3Settings {
+        self.settings_with(prefix, ACCESS_KEY, SECRET_KEY)
+    }
+
+    pub fn settings_with(&self, prefix: &str, access: &str, secret: &str) -> S3Settings {
+        let mut settings = S3Settings::new(BUCKET, prefix);
+        settings.endpoint_url = Some(self.endpoint());
+        settings.region = Some("us-east-1".into());
+        settings.force_path_style = true;
+        settings.credentials = Some(StaticCredentials {
+            access_key_id: access.into(),
+            secret_access_key: SecretString::new(secret),
+        });
+        // Quick retries keep failing tests quick; the defaults are exercised where a test
+        // says so.
+        settings.retry = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            attempt_timeout: Duration::from_secs(60),
+            deadline: Duration::from_secs(120),
+        };
+        settings
+    }
+
+    pub async fn store(&self, prefix: &str) -> S3Store {
+        S3Store::connect(self.settings(prefix)).await.expect("connect")
+    }
+
+    /// Every file under the server's root that belongs to an unfinished multipart upload.
+    /// s3s-fs 0.14.1 has no ListMultipartUploads; it keeps `.upload-{id}.json` and
+    /// `.upload_id-{id}.part-{n}` files in its root until the upload completes or aborts.
+    pub fn open_multipart_uploads(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .expect("read s3s-fs root")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with(".upload"))
+            .collect()
+    }
+}
+
+impl Drop for S3sServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl S3sServer {
+    /// The environment a child process (`kiln-api`, `kiln-worker`) needs to use this server
+    /// through `KILN_ARTIFACT_STORE` and the AWS SDK's own variables.
+    pub fn child_env(&self, prefix: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("KILN_ARTIFACT_STORE", format!("s3://{BUCKET}/{prefix}")),
+            ("KILN_S3_FORCE_PATH_STYLE", "true".to_owned()),
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+        ]
+    }
+}
