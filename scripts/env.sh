@@ -124,3 +124,28 @@ kiln_ensure_awscli() {
   fi
   export KILN_AWS_CLI="$venv/bin/aws"
 }
+
+# Python tools the checks use (schemathesis; later the deploy linters), in their own
+# virtualenv so their dependencies never meet torch's.
+kiln_ensure_pytool() {
+  local venv="$KILN_CACHE/tools" package="$1" binary="$2"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || { kiln_apt_install python3-venv python3-pip >&2 && python3 -m venv "$venv"; } || return 1
+  if [ ! -x "$venv/bin/$binary" ]; then
+    kiln_log "installing $package into $venv (once)"
+    "$venv/bin/pip" install -q "$package" >&2 || return 1
+  fi
+}
+
+# A free TCP port on 127.0.0.1.
+kiln_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Polls URL until it answers 2xx, for at most $2 seconds (default 60).
+kiln_wait_http() {
+  local url="$1" limit="${2:-60}" i=0
+  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    i=$((i + 1)); [ "$i" -le $((limit * 5)) ] || { kiln_log "$url did not answer within ${limit}s"; return 1; }
+    sleep 0.2
+  done
+}

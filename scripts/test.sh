@@ -27,3 +27,5 @@ kiln_log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 kiln_log "cargo test"
 cargo test --workspace --locked
+kiln_log "schemathesis against the running kiln-api"
+bash scripts/schemathesis.sh

@@ -18,5 +18,6 @@ pub mod pagination;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod validate;
 
 pub use startup::{ApiArgs, Application};

@@ -88,6 +88,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(extractors::query))
                 .app_data(web::PathConfig::default().error_handler(extractors::path))
                 .wrap(ErrorHandlers::new().default_handler(error::json_error_bodies))
+                .wrap(from_fn(crate::validate::refuse_nul_in_url))
                 .wrap(from_fn(crate::metrics::record))
                 .configure(crate::routes::configure)
                 .default_service(web::to(error::unknown_route))

@@ -50,6 +50,8 @@ pub async fn create(
         )]));
     }
     let params = serde_json::to_value(&body.params).map_err(ApiError::internal)?;
+    crate::validate::no_nul_chars(&params, "params")?;
+    crate::validate::no_nul_chars(&serde_json::Value::String(body.name.clone()), "name")?;
     let run = runs::create(
         &state.db,
         Uuid::now_v7(),
@@ -101,8 +103,11 @@ pub async fn log_metrics(
         ));
     }
     for (i, p) in points.iter().enumerate() {
-        if p.name.is_empty() || p.name.len() > 250 {
-            problems.push((format!("points[{i}].name"), "must be 1 to 250 characters".to_owned()));
+        if p.name.is_empty() || p.name.len() > 250 || p.name.contains('\0') {
+            problems.push((
+                format!("points[{i}].name"),
+                "must be 1 to 250 characters, without U+0000".to_owned(),
+            ));
         }
         if !p.value.is_finite() {
             problems.push((format!("points[{i}].value"), "must be a finite number".to_owned()));

@@ -165,6 +165,7 @@ pub async fn submit(
             Some(key.to_owned())
         }
     };
+    crate::validate::no_nul_chars(&body, "")?;
     let spec = JobSpec::parse(&body).map_err(|errors| {
         ApiError::validation(errors.fields().iter().map(|(k, v)| (k.clone(), v.clone())))
     })?;

@@ -61,8 +61,9 @@ pub async fn create(
             "team tokens are `maintainer`, `member` or `viewer`".to_owned(),
         ));
     }
-    if body.name.trim().is_empty() || body.name.len() > 100 {
-        problems.push(("name".to_owned(), "must be 1 to 100 characters".to_owned()));
+    if body.name.trim().is_empty() || body.name.len() > 100 || body.name.contains('\0') {
+        problems
+            .push(("name".to_owned(), "must be 1 to 100 characters, without U+0000".to_owned()));
     }
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));

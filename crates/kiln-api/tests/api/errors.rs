@@ -110,3 +110,22 @@ async fn health_and_readiness_and_metrics() {
     );
     assert!(text.contains("kiln_http_request_duration_seconds_bucket"));
 }
+
+#[tokio::test]
+async fn nul_characters_are_refused_not_crashed_on() {
+    let app = spawn_app().await;
+    let team = app.team("alpha").await;
+    let res = app
+        .post(
+            "/v1/runs",
+            &team.member,
+            serde_json::json!({"name": "r", "params": {"k": "a\u{0}b"}}),
+        )
+        .await;
+    let body = assert_error(res, 422, "validation_failed").await;
+    assert!(body["error"]["details"]["fields"]["params.k"].is_string(), "{body}");
+    let res = app.post("/v1/jobs", &team.member, serde_json::json!({"target": "x\u{0}"})).await;
+    assert_error(res, 422, "validation_failed").await;
+    assert_error(app.get("/v1/datasets?name=a%00b", &team.viewer).await, 400, "bad_request").await;
+    assert_error(app.get("/v1/models/a%00/versions", &team.viewer).await, 400, "bad_request").await;
+}

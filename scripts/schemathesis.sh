@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Property-based API testing: schemathesis generates requests from the served OpenAPI
+# document and checks that the real kiln-api (fresh database, local artifact directory)
+# never answers 5xx. Called by scripts/test.sh; runs alone too.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$KILN_ROOT"
+kiln_ensure_postgres
+kiln_ensure_pytool "schemathesis==4.32.5" st
+command -v curl >/dev/null || kiln_apt_install curl >&2
+
+cargo build --locked --bin kiln-api --bin kiln
+bin="$CARGO_TARGET_DIR/debug"
+work=$(mktemp -d)
+db="kiln_st_$(date +%s)_$$"
+admin_url="$KILN_TEST_DATABASE_URL"
+psql "$admin_url" -Xqc "create database $db" >/dev/null
+export KILN_DATABASE_URL="${admin_url%/*}/$db"
+export KILN_ARTIFACT_STORE="file://$work/artifacts"
+api_pid=""
+cleanup() {
+  [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null
+  psql "$admin_url" -Xqc "drop database if exists $db with (force)" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin/kiln" admin migrate >/dev/null
+admin=$("$bin/kiln" admin bootstrap 2>/dev/null)
+port=$(kiln_free_port)
+export KILN_API_URL="http://127.0.0.1:$port"
+KILN_API_BIND="127.0.0.1:$port" KILN_MAX_UPLOAD_BYTES=$((4 * 1024 * 1024)) "$bin/kiln-api" >"$work/api.log" 2>&1 &
+api_pid=$!
+kiln_wait_http "$KILN_API_URL/healthz" 60 || { cat "$work/api.log"; exit 1; }
+KILN_TOKEN="$admin" "$bin/kiln" admin teams create fuzz >/dev/null
+maintainer=$(KILN_TOKEN="$admin" "$bin/kiln" admin tokens create --team fuzz --role maintainer 2>/dev/null)
+# Something real to find: one dataset.
+curl -fsS -H "Authorization: Bearer $maintainer" -H 'content-type: text/csv' \
+  --data-binary @data/iris.csv "$KILN_API_URL/v1/datasets?name=iris" >/dev/null
+
+# The coverage phase is left out: on this machine's CPython 3.11.7 it dies inside
+# hypothesis with "AST constructor recursion depth mismatch" (an interpreter bug), which
+# would fail the run without testing anything.
+status=0
+for token in "$maintainer" "$admin"; do
+  "$KILN_CACHE/tools/bin/st" run "$KILN_API_URL/openapi.json" \
+    -H "Authorization: Bearer $token" \
+    --checks not_a_server_error \
+    --phases examples,fuzzing --max-examples 40 --workers 2 \
+    --request-timeout 30 --suppress-health-check all --warnings off || status=$?
+done
+if grep -q 'panicked' "$work/api.log"; then
+  kiln_log "kiln-api panicked during the run:"; grep -A5 panicked "$work/api.log" >&2; status=1
+fi
+exit $status
