@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The whole main job with one command, on a fresh Debian machine with Rust:
+#   install what is missing (libtorch virtualenv, PostgreSQL), start a private PostgreSQL
+#   under .kiln/ (unless KILN_DATABASE_URL is set), use .kiln/artifacts as the artifact store
+#   (unless KILN_ARTIFACT_STORE is set), build, migrate, bootstrap an admin, create a team and
+#   tokens, start kiln-api and kiln-worker in the background (logs in .kiln/logs), upload the
+#   bundled Iris data, train a model and follow it to the end, register it and point
+#   `production` at it, then print what to do next.
+#
+#   scripts/quickstart.sh            run (again: reuses what is there)
+#   scripts/quickstart.sh --stop     stop what it started
+#   scripts/quickstart.sh --release  use release builds
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$KILN_ROOT"
+
+state="$KILN_ROOT/.kiln"
+mkdir -p "$state/logs" "$state/run"
+profile=debug
+for arg in "$@"; do
+  case "$arg" in
+    --stop) stop=1 ;;
+    --release) profile=release ;;
+    *) echo "usage: $0 [--stop] [--release]" >&2; exit 2 ;;
+  esac
+done
+
+stop_pid() {
+  local file="$state/run/$1.pid"
+  if [ -f "$file" ] && kill -0 "$(cat "$file")" 2>/dev/null; then
+    kill -TERM "$(cat "$file")" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$(cat "$file")" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$(cat "$file")" 2>/dev/null || true
+    kiln_log "stopped $1"
+  fi
+  rm -f "$file"
+}
+
+if [ "${stop:-}" = 1 ]; then
+  stop_pid kiln-worker
+  stop_pid kiln-api
+  if [ -f "$state/postgres/PG_VERSION" ]; then
+    bindir=$(kiln_pg_bindir)
+    as=(); [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+    "${as[@]}" "$bindir/pg_ctl" -D "$state/postgres" -m fast stop >/dev/null 2>&1 && kiln_log "stopped PostgreSQL" || true
+  fi
+  exit 0
+fi
+
+kiln_ensure_libtorch
+command -v curl >/dev/null || kiln_apt_install curl >&2
+
+# 1. PostgreSQL: the one given, or a private cluster under .kiln/postgres.
+if [ -z "${KILN_DATABASE_URL:-}" ]; then
+  command -v psql >/dev/null 2>&1 || kiln_apt_install postgresql-client >&2
+  kiln_start_private_postgres "$state/postgres" "${KILN_QUICKSTART_PG_PORT:-55433}"
+  server="postgres://postgres@127.0.0.1:${KILN_QUICKSTART_PG_PORT:-55433}"
+  psql "$server/postgres" -XAtqc "select 1 from pg_database where datname = 'kiln'" | grep -q 1 \
+    || psql "$server/postgres" -Xqc "create database kiln" >/dev/null
+  export KILN_DATABASE_URL="$server/kiln"
+fi
+export KILN_ARTIFACT_STORE="${KILN_ARTIFACT_STORE:-file://$state/artifacts}"
+export KILN_API_BIND="${KILN_API_BIND:-127.0.0.1:8080}"
+export KILN_API_URL="http://$KILN_API_BIND"
+
+# 2. Build.
+kiln_log "building ($profile)"
+if [ "$profile" = release ]; then cargo build --locked --release --bins; else cargo build --locked --bins; fi
+bin="$CARGO_TARGET_DIR/$profile"
+kiln() { "$bin/kiln" "$@"; }
+
+# 3. Schema and the first admin token (kept in .kiln/, reused on the next run).
+kiln admin migrate
+if [ ! -s "$state/admin-token" ]; then
+  kiln admin bootstrap --name quickstart >"$state/admin-token" 2>/dev/null \
+    || kiln admin bootstrap --name quickstart --force >"$state/admin-token"
+  chmod 600 "$state/admin-token"
+fi
+admin=$(cat "$state/admin-token")
+
+# 4. Services.
+start() {
+  local name="$1"; shift
+  if [ -f "$state/run/$name.pid" ] && kill -0 "$(cat "$state/run/$name.pid")" 2>/dev/null; then
+    kiln_log "$name already running (pid $(cat "$state/run/$name.pid"))"; return
+  fi
+  nohup "$bin/$name" "$@" >>"$state/logs/$name.log" 2>&1 &
+  echo $! >"$state/run/$name.pid"
+  kiln_log "started $name (pid $!, log .kiln/logs/$name.log)"
+}
+start kiln-api
+kiln_wait_http "$KILN_API_URL/readyz" 120 || { tail -n 30 "$state/logs/kiln-api.log" >&2; exit 1; }
+KILN_WORKER_CACHE_DIR="$state/worker-cache" start kiln-worker
+
+# 5. A team with a maintainer token (reused).
+export KILN_TOKEN="$admin"
+kiln admin teams list --output json | grep -q '"name": "demo"' || kiln admin teams create demo >/dev/null
+if [ ! -s "$state/demo-token" ] || ! KILN_TOKEN=$(cat "$state/demo-token") kiln jobs list >/dev/null 2>&1; then
+  kiln admin tokens create --team demo --role maintainer --name quickstart >"$state/demo-token" 2>/dev/null
+  chmod 600 "$state/demo-token"
+fi
+export KILN_TOKEN=$(cat "$state/demo-token")
+
+# 6. Data → training job → model registry.
+kiln_log "uploading data/iris.csv"
+dataset=$(curl -fsS -H "Authorization: Bearer $KILN_TOKEN" -H 'content-type: text/csv' \
+  --data-binary @data/iris.csv "$KILN_API_URL/v1/datasets?name=iris")
+dataset_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$dataset")
+sed "s/REPLACED_BY_QUICKSTART/$dataset_id/" examples/iris-mlp.json >"$state/iris-job.json"
+kiln_log "training (kiln jobs submit --wait)"
+job=$(kiln --output json jobs submit "$state/iris-job.json" --wait)
+job_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$job")
+accuracy=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["validation"]["val_accuracy"])' <<<"$job" 2>/dev/null || echo "?")
+version=$(curl -fsS -H "Authorization: Bearer $KILN_TOKEN" -H 'content-type: application/json' \
+  -d "{\"job_id\": \"$job_id\"}" "$KILN_API_URL/v1/models/iris/versions" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
+curl -fsS -X PUT -H "Authorization: Bearer $KILN_TOKEN" -H 'content-type: application/json' \
+  -d "{\"version\": $version}" "$KILN_API_URL/v1/models/iris/aliases/production" >/dev/null
+
+cat <<SUMMARY
+
+Kiln is running.
+  API            $KILN_API_URL   (OpenAPI: $KILN_API_URL/openapi.json)
+  database       $(sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#' <<<"$KILN_DATABASE_URL")
+  artifacts      $KILN_ARTIFACT_STORE
+  logs           .kiln/logs/
+
+What it did: uploaded Iris (dataset $dataset_id), trained job $job_id
+(validation accuracy $accuracy), registered it as model iris version $version and pointed
+alias production at it.
+
+Continue by hand:
+  export KILN_API_URL=$KILN_API_URL
+  export KILN_TOKEN=\$(cat .kiln/demo-token)     # team demo, maintainer
+  $bin/kiln jobs list
+  $bin/kiln jobs logs $job_id
+  curl -s -H "Authorization: Bearer \$KILN_TOKEN" $KILN_API_URL/v1/jobs/$job_id/metrics
+  curl -s -H "Authorization: Bearer \$KILN_TOKEN" $KILN_API_URL/v1/models/iris/versions
+  # admin token: .kiln/admin-token  (kiln queue stats, kiln workers list)
+Stop everything: scripts/quickstart.sh --stop
+SUMMARY
