@@ -1,0 +1,156 @@
+//! A whole Kiln on one machine for a test: a fresh database, a real s3s-fs, and the real
+//! `kiln-api` and `kiln-worker` binaries as child processes (killed on drop).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_db::testing::{TestDatabase, fresh_database};
+use kiln_store::testing::S3sServer;
+use serde_json::Value;
+
+/// A binary of the workspace, next to this test's own executable in the target directory
+/// (`cargo test --workspace` builds every binary first).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap(); // target/<profile>/deps/.. 
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --bins`)",
+        path.display()
+    );
+    path
+}
+
+pub struct Platform {
+    pub test: TestDatabase,
+    pub s3: S3sServer,
+    pub api: String,
+    pub http: reqwest::Client,
+    dir: tempfile::TempDir,
+    children: Vec<Child>,
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Platform {
+    pub async fn start() -> Self {
+        let test = fresh_database(4).await.expect("database");
+        let s3 = S3sServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let api = format!("http://127.0.0.1:{port}");
+        let mut platform =
+            Platform { test, s3, api, http: reqwest::Client::new(), dir, children: Vec::new() };
+        let bind = format!("127.0.0.1:{port}");
+        platform.spawn("kiln-api", &[("KILN_API_BIND", bind.as_str())]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while platform
+            .http
+            .get(format!("{}/readyz", platform.api))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+            == false
+        {
+            assert!(
+                Instant::now() < deadline,
+                "kiln-api did not become ready:\n{}",
+                platform.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let cache = platform.dir.path().join("worker-cache").to_string_lossy().into_owned();
+        platform.spawn(
+            "kiln-worker",
+            &[
+                ("KILN_WORKER_DEVICE", "cpu"),
+                ("KILN_HEARTBEAT_SECONDS", "1"),
+                ("KILN_WORKER_CACHE_DIR", cache.as_str()),
+            ],
+        );
+        platform
+    }
+
+    async fn ready(&self) -> bool {
+        let res = self.http.get(format!("{}/readyz", self.api)).send().await;
+        res.is_ok_and(|r| r.status().is_success())
+    }
+
+    fn spawn(&mut self, name: &str, extra: &[(&str, &str)]) {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let mut command = Command::new(binary(name));
+        command
+            .env("KILN_DATABASE_URL", &self.test.url)
+            .envs(self.s3.child_env("e2e"))
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.children.push(command.spawn().unwrap_or_else(|e| panic!("start {name}: {e}")));
+    }
+
+    /// Every child's log, for failure messages.
+    pub fn logs(&self) -> String {
+        ["kiln-api", "kiln-worker"]
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n}\n{}",
+                    std::fs::read_to_string(self.dir.path().join(format!("{n}.log")))
+                        .unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Runs the real `kiln` CLI against this platform; returns stdout, panicking on failure.
+    pub fn kiln(&self, args: &[&str]) -> String {
+        self.run_kiln(None, args)
+    }
+
+    pub fn kiln_as(&self, token: &str, args: &[&str]) -> String {
+        self.run_kiln(Some(token), args)
+    }
+
+    fn run_kiln(&self, token: Option<&str>, args: &[&str]) -> String {
+        let mut command = Command::new(binary("kiln"));
+        command.args(args).env("KILN_DATABASE_URL", &self.test.url).env("KILN_API_URL", &self.api);
+        if let Some(token) = token {
+            command.env("KILN_TOKEN", token);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "kiln {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Value {
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{status}: {body}");
+        body
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Value {
+        self.send(self.http.get(format!("{}{path}", self.api)).bearer_auth(token)).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> Value {
+        self.send(self.http.post(format!("{}{path}", self.api)).bearer_auth(token).json(&body))
+            .await
+    }
+
+    pub async fn put(&self, token: &str, path: &str, body: Value) -> Value {
+        self.send(self.http.put(format!("{}{path}", self.api)).bearer_auth(token).json(&body)).await
+    }
+}
