@@ -110,7 +110,7 @@ sed "s/REPLACED_BY_QUICKSTART/$dataset_id/" examples/iris-mlp.json >"$state/iris
 kiln_log "training (kiln jobs submit --wait)"
 job=$(kiln --output json jobs submit "$state/iris-job.json" --wait)
 job_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$job")
-accuracy=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["validation"]["val_accuracy"])' <<<"$job" 2>/dev/null || echo "?")
+accuracy=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["val_accuracy"])' <<<"$job" 2>/dev/null || echo "?")
 version=$(curl -fsS -H "Authorization: Bearer $KILN_TOKEN" -H 'content-type: application/json' \
   -d "{\"job_id\": \"$job_id\"}" "$KILN_API_URL/v1/models/iris/versions" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
