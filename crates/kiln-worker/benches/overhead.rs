@@ -25,7 +25,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::var("KILN_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let runs: usize =
+        std::env::var("KILN_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
     let kind = match std::env::var("KILN_BENCH_STORE").as_deref() {
         Ok("local") => StoreKind::Local,
         _ => StoreKind::S3,

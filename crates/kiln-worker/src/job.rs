@@ -66,7 +66,9 @@ pub(crate) struct WorkerEnv {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JobEnd {
     Succeeded,
-    Failed { retrying: bool },
+    Failed {
+        retrying: bool,
+    },
     Cancelled,
     Released,
     /// Another attempt owns the job; this one wrote nothing more.
@@ -227,8 +229,9 @@ impl JobCtx {
     async fn flush(&self, logs: &mut Vec<LogLine>, points: &mut Vec<MetricPoint>) {
         if !points.is_empty() {
             let batch = std::mem::take(points);
-            if let Err(WriteError::GaveUp(why)) =
-                self.write("append metrics", || self.queue.append_metrics(&self.lease, &batch)).await
+            if let Err(WriteError::GaveUp(why)) = self
+                .write("append metrics", || self.queue.append_metrics(&self.lease, &batch))
+                .await
             {
                 tracing::warn!(job = %self.job_id(), why, "dropped a batch of metrics");
             }
@@ -501,7 +504,10 @@ struct Training {
 impl Training {
     fn run(mut self) -> Result<Trained, Failure> {
         let bytes = std::fs::read(&self.dataset_path).map_err(|err| {
-            Failure::Infra(format!("reading the cached dataset {}: {err}", self.dataset_path.display()))
+            Failure::Infra(format!(
+                "reading the cached dataset {}: {err}",
+                self.dataset_path.display()
+            ))
         })?;
         let dataset = Dataset::from_bytes(&bytes)?;
         drop(bytes);
@@ -635,13 +641,16 @@ async fn heartbeat_loop(ctx: Arc<JobCtx>) {
             return;
         }
         let progress = ctx.control.progress();
-        let answer =
-            tokio::time::timeout(ctx.db_timeout, ctx.queue.heartbeat(&ctx.lease, progress.as_ref()))
-                .await;
+        let answer = tokio::time::timeout(
+            ctx.db_timeout,
+            ctx.queue.heartbeat(&ctx.lease, progress.as_ref()),
+        )
+        .await;
         let problem = match answer {
             Ok(Ok(reply)) => {
                 ctx.control.renewed();
-                if reply.cancel_requested && ctx.control.stop_reason() != Some(StopReason::Cancelled)
+                if reply.cancel_requested
+                    && ctx.control.stop_reason() != Some(StopReason::Cancelled)
                 {
                     tracing::info!(job = %ctx.job_id(), "cancel requested; stopping at the next batch");
                     ctx.control.request_stop(StopReason::Cancelled);
@@ -736,10 +745,8 @@ async fn finish(ctx: &JobCtx, trained: Result<(Trained, RunFacts), Failure>) -> 
                     "cancelled at epoch {epoch}, step {step}; the last checkpoint is kept"
                 )))
                 .await;
-                final_write(ctx, "cancelled", JobEnd::Cancelled, || {
-                    ctx.queue.cancelled(&ctx.lease)
-                })
-                .await
+                final_write(ctx, "cancelled", JobEnd::Cancelled, || ctx.queue.cancelled(&ctx.lease))
+                    .await
             } else {
                 ctx.log_now(info(format!(
                     "released back to the queue at epoch {epoch}, step {step}: the worker is \
@@ -806,7 +813,9 @@ async fn fail(ctx: &JobCtx, failure: Failure) -> JobEnd {
         Failure::Infra(message) => (message, true),
     };
     ctx.log_now(if retryable {
-        warn(format!("attempt failed (an infrastructure error; retried while attempts remain): {message}"))
+        warn(format!(
+            "attempt failed (an infrastructure error; retried while attempts remain): {message}"
+        ))
     } else {
         error(format!("failed: {message}"))
     })

@@ -88,7 +88,7 @@ pub struct Settings {
 
 fn seconds(s: &str) -> Result<f64, String> {
     let value: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if value.is_finite() && value >= 0.0 && value <= 1e9 {
+    if (0.0..=1e9).contains(&value) {
         Ok(value)
     } else {
         Err(format!("`{s}` must be a number of seconds between 0 and 1e9"))

@@ -128,10 +128,14 @@ pub async fn run(settings: Settings, shutdown: Arc<Shutdown>) -> anyhow::Result<
 fn log_end(job_id: Uuid, end: JobEnd) {
     match end {
         JobEnd::Succeeded => tracing::info!(job = %job_id, "job succeeded"),
-        JobEnd::Failed { retrying } => tracing::warn!(job = %job_id, retrying, "job attempt failed"),
+        JobEnd::Failed { retrying } => {
+            tracing::warn!(job = %job_id, retrying, "job attempt failed")
+        }
         JobEnd::Cancelled => tracing::info!(job = %job_id, "job cancelled"),
         JobEnd::Released => tracing::info!(job = %job_id, "job released back to the queue"),
-        JobEnd::LeaseLost => tracing::warn!(job = %job_id, "lease lost; another attempt owns the job"),
+        JobEnd::LeaseLost => {
+            tracing::warn!(job = %job_id, "lease lost; another attempt owns the job")
+        }
         JobEnd::Abandoned => {
             tracing::error!(job = %job_id, "attempt abandoned; its lease will expire and be rescued")
         }

@@ -5,7 +5,8 @@ use kiln_types::JobState;
 use crate::support::{Bench, LONG_EPOCHS, StoreKind, data_file, long_iris_spec};
 
 /// Short leases so that a dead worker's job is rescued quickly.
-const SHORT_LEASE: &[(&str, &str)] = &[("KILN_LEASE_SECONDS", "3"), ("KILN_HEARTBEAT_SECONDS", "0.3")];
+const SHORT_LEASE: &[(&str, &str)] =
+    &[("KILN_LEASE_SECONDS", "3"), ("KILN_HEARTBEAT_SECONDS", "0.3")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_a_job_and_the_next_worker_resumes_from_its_checkpoint() {
@@ -73,8 +74,10 @@ async fn a_paused_zombie_writes_nothing_after_another_worker_took_over() {
     assert_eq!(done.state, JobState::Succeeded, "{done:#?}\n{}", bench.logs());
     assert!(rescuer.wait_exit().await.success(), "{}", rescuer.log());
 
-    let events_before = bench.count(&format!("SELECT count(*) FROM job_events WHERE job_id = '{id}'")).await;
-    let metrics_before = bench.count(&format!("SELECT count(*) FROM metrics WHERE run_id = '{id}'")).await;
+    let events_before =
+        bench.count(&format!("SELECT count(*) FROM job_events WHERE job_id = '{id}'")).await;
+    let metrics_before =
+        bench.count(&format!("SELECT count(*) FROM metrics WHERE run_id = '{id}'")).await;
 
     // The zombie wakes up: its heartbeat is fenced out, it stops and writes nothing.
     zombie.signal("CONT");
@@ -87,15 +90,23 @@ async fn a_paused_zombie_writes_nothing_after_another_worker_took_over() {
     assert_eq!(after.result, done.result, "the result is the rescuer's");
     assert_eq!(after.checkpoint_key, done.checkpoint_key);
     assert_eq!(after.updated_at, done.updated_at, "nothing touched the job row");
-    let events_after = bench.count(&format!("SELECT count(*) FROM job_events WHERE job_id = '{id}'")).await;
-    let metrics_after = bench.count(&format!("SELECT count(*) FROM metrics WHERE run_id = '{id}'")).await;
+    let events_after =
+        bench.count(&format!("SELECT count(*) FROM job_events WHERE job_id = '{id}'")).await;
+    let metrics_after =
+        bench.count(&format!("SELECT count(*) FROM metrics WHERE run_id = '{id}'")).await;
     assert_eq!(events_after, events_before, "no log line from the zombie");
     assert_eq!(metrics_after, metrics_before, "no metric from the zombie");
 
     let attempts = bench.queue.attempts(id).await.unwrap();
     assert_eq!(attempts.len(), 2, "{attempts:#?}");
-    assert_eq!((attempts[0].worker_id, attempts[0].outcome.as_deref()), (zombie_id, Some("lease_expired")));
-    assert_eq!((attempts[1].worker_id, attempts[1].outcome.as_deref()), (rescuer_id, Some("succeeded")));
+    assert_eq!(
+        (attempts[0].worker_id, attempts[0].outcome.as_deref()),
+        (zombie_id, Some("lease_expired"))
+    );
+    assert_eq!(
+        (attempts[1].worker_id, attempts[1].outcome.as_deref()),
+        (rescuer_id, Some("succeeded"))
+    );
     // Every line the zombie's attempt wrote predates the takeover.
     let late = bench
         .count(&format!(

@@ -44,7 +44,7 @@ async fn sigterm_releases_the_job_with_a_checkpoint_and_the_next_worker_resumes_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_worker_exits_0_on_sigint_and_a_second_signal_is_not_needed() {
+async fn an_idle_worker_exits_0_on_sigint() {
     let bench = Bench::new(StoreKind::Local).await;
     let mut worker = bench.spawn_worker("idle", &[]);
     let worker_id = bench.worker_id(&worker).await;
@@ -53,4 +53,32 @@ async fn an_idle_worker_exits_0_on_sigint_and_a_second_signal_is_not_needed() {
     assert!(status.success(), "{status}\n{}", worker.log());
     let row = bench.queue.workers().await.unwrap().into_iter().find(|w| w.id == worker_id).unwrap();
     assert!(row.stopped_at.is_some(), "{row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_without_releasing_the_job() {
+    let bench = Bench::new(StoreKind::Local).await;
+    let iris = bench.upload(&data_file("iris.csv"), "csv").await;
+    let id = bench.submit(&iris, long_iris_spec()).await;
+    let mut worker = bench.spawn_worker("worker", &[]);
+    let running = bench
+        .wait_for(id, "a checkpoint", |j| j.state.is_terminal() || j.checkpoint_epoch >= Some(1))
+        .await;
+    assert_eq!(running.state, JobState::Running, "{running:#?}");
+    // Two different signals delivered together (both pending while the process is
+    // stopped): the second one arrives before any drain could finish.
+    worker.signal("STOP");
+    worker.signal("TERM");
+    worker.signal("INT");
+    worker.signal("CONT");
+    let status = worker.wait_exit().await;
+    assert_eq!(status.code(), Some(130), "{status}\n{}", worker.log());
+    assert!(worker.log().contains("second signal: exiting now"), "{}", worker.log());
+
+    // Not released: the job still belongs to the dead attempt until its lease expires.
+    let job = bench.job(id).await;
+    assert_eq!(job.state, JobState::Running, "{job:#?}");
+    let attempts = bench.queue.attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, None);
 }

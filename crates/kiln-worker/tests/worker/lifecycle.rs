@@ -104,3 +104,35 @@ async fn a_job_goes_from_queued_to_succeeded_with_metrics_logs_and_a_loadable_bu
     assert!(row.stopped_at.is_some(), "{row:?}");
     assert_eq!(row.device, "cpu");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_based_checkpoints_leave_the_result_unchanged() {
+    let bench = Bench::new(StoreKind::Local).await;
+    let iris = bench.upload(&data_file("iris.csv"), "csv").await;
+    // No checkpoint by epoch count; only KILN_CHECKPOINT_EVERY_SECONDS.
+    let mut spec = iris_spec(100, 1);
+    spec["hyperparameters"]["checkpoint_every_epochs"] = json!(100_000);
+
+    let timed = bench.submit(&iris, spec.clone()).await;
+    let mut worker = bench.spawn_worker(
+        "timed",
+        &[("KILN_CHECKPOINT_EVERY_SECONDS", "0.1"), ("KILN_WORKER_MAX_JOBS", "1")],
+    );
+    let timed = bench.wait_for(timed, "the timed job to end", |j| j.state.is_terminal()).await;
+    assert!(worker.wait_exit().await.success());
+    assert_eq!(timed.state, JobState::Succeeded, "{timed:#?}\n{}", bench.logs());
+    assert!(timed.checkpoint_key.is_some(), "time-based checkpoints were recorded");
+    let log = bench.job_log(timed.id).await;
+    assert!(log.iter().any(|l| l.starts_with("checkpoint written at epoch")), "{log:#?}");
+
+    let plain = bench.submit(&iris, spec).await;
+    let mut worker = bench.spawn_worker("plain", &[("KILN_WORKER_MAX_JOBS", "1")]);
+    let plain = bench.wait_for(plain, "the plain job to end", |j| j.state.is_terminal()).await;
+    assert!(worker.wait_exit().await.success());
+    assert_eq!(plain.state, JobState::Succeeded, "{plain:#?}\n{}", bench.logs());
+    assert_eq!(plain.checkpoint_key, None, "no checkpoint by time or by epoch");
+
+    // Stopping for a checkpoint and resuming from it is exact: the same final metrics.
+    let metrics = |job: &kiln_queue::Job| job.result.as_ref().unwrap()["metrics"].clone();
+    assert_eq!(metrics(&timed), metrics(&plain));
+}

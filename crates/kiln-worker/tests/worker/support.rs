@@ -259,7 +259,10 @@ impl Bench {
                 return job;
             }
             if started.elapsed() > DEADLINE {
-                panic!("timed out waiting for {what}; job: {job:#?}\nworker logs:\n{}", self.logs());
+                panic!(
+                    "timed out waiting for {what}; job: {job:#?}\nworker logs:\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -280,7 +283,13 @@ impl Bench {
 
     /// The job's log lines (job_events), oldest first.
     pub async fn job_log(&self, id: Uuid) -> Vec<String> {
-        self.queue.logs(id, None, 10_000).await.expect("logs").into_iter().map(|e| e.message).collect()
+        self.queue
+            .logs(id, None, 10_000)
+            .await
+            .expect("logs")
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
     }
 
     /// The environment a worker needs to reach this bench, plus test-speed timings.
@@ -427,10 +436,11 @@ pub fn iris_spec(epochs: u32, batch_size: u32) -> Value {
     })
 }
 
-/// A job that runs for a few seconds at least: Iris with one row per batch, so each epoch
-/// is 120 optimiser steps, checkpointed every epoch.
+/// A job that runs for several seconds (about 5 s on an idle machine, longer on a loaded
+/// one): Iris with one row per batch, so each epoch is 120 optimiser steps, checkpointed
+/// every epoch. Tests stop it after its first checkpoints, long before its end.
 pub fn long_iris_spec() -> Value {
     iris_spec(LONG_EPOCHS, 1)
 }
 
-pub const LONG_EPOCHS: u32 = 60;
+pub const LONG_EPOCHS: u32 = 300;
