@@ -69,7 +69,7 @@ pub fn install_signal_handlers(shutdown: Arc<Shutdown>, grace: Duration) -> std:
                     "the shutdown grace period expired before the job was released; exiting \
                      without releasing it (its lease will expire and it will be rescued)"
                 );
-                std::process::exit(EXIT_GRACE_EXPIRED);
+                exit_now(EXIT_GRACE_EXPIRED);
             }
         }
     });
@@ -78,5 +78,16 @@ pub fn install_signal_handlers(shutdown: Arc<Shutdown>, grace: Duration) -> std:
 
 fn second_signal(name: &str) -> ! {
     tracing::warn!(signal = name, "second signal: exiting now");
-    std::process::exit(EXIT_SECOND_SIGNAL);
+    exit_now(EXIT_SECOND_SIGNAL);
+}
+
+/// Ends the process now, without atexit handlers or static destructors. `exit(3)` would
+/// run libtorch's static destructors while the training thread still uses libtorch, and
+/// the process would die of SIGSEGV instead of exiting with `code`.
+#[allow(unsafe_code)]
+fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit(2)` takes no pointers, touches no memory of this process and never
+    // returns; it is async-signal-safe, so calling it from any thread at any time is sound.
+    // Log lines are already written: tracing writes to unbuffered stderr.
+    unsafe { libc::_exit(code) }
 }

@@ -2,7 +2,7 @@
 
 use kiln_types::JobState;
 
-use crate::support::{Bench, StoreKind, data_file, long_iris_spec};
+use crate::support::{Bench, DbProxy, StoreKind, data_file, db_addr, long_iris_spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_job_with_a_checkpoint_and_the_next_worker_resumes_it() {
@@ -58,26 +58,31 @@ async fn an_idle_worker_exits_0_on_sigint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once_without_releasing_the_job() {
     let bench = Bench::new(StoreKind::Local).await;
+    // The database sits behind a proxy, so the test can hold the drain up: with the
+    // database unreachable, the worker keeps retrying its release (the lease is long).
+    let proxy = DbProxy::start(db_addr(&bench.test.url)).await;
+    let url = proxy.url_for(&bench.test.url);
     let iris = bench.upload(&data_file("iris.csv"), "csv").await;
     let id = bench.submit(&iris, long_iris_spec()).await;
-    let mut worker = bench.spawn_worker("worker", &[]);
+    let mut worker =
+        bench.spawn_worker("worker", &[("KILN_DATABASE_URL", &url), ("KILN_LEASE_SECONDS", "60")]);
     let running = bench
         .wait_for(id, "a checkpoint", |j| j.state.is_terminal() || j.checkpoint_epoch >= Some(1))
         .await;
     assert_eq!(running.state, JobState::Running, "{running:#?}");
-    // Two different signals delivered together (both pending while the process is
-    // stopped): the second one arrives before any drain could finish.
-    worker.signal("STOP");
+
+    proxy.cut();
     worker.signal("TERM");
+    worker.wait_for_log("draining").await;
     worker.signal("INT");
-    worker.signal("CONT");
     let status = worker.wait_exit().await;
     assert_eq!(status.code(), Some(130), "{status}\n{}", worker.log());
     assert!(worker.log().contains("second signal: exiting now"), "{}", worker.log());
+    proxy.restore();
 
     // Not released: the job still belongs to the dead attempt until its lease expires.
     let job = bench.job(id).await;
-    assert_eq!(job.state, JobState::Running, "{job:#?}");
+    assert_eq!((job.state, job.attempt), (JobState::Running, 1), "{}", worker.log());
     let attempts = bench.queue.attempts(id).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, None);

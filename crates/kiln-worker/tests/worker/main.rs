@@ -10,4 +10,5 @@ mod drain;
 mod failures;
 mod fleet;
 mod lifecycle;
+mod outage;
 pub mod support;
