@@ -11,4 +11,5 @@ mod failures;
 mod fleet;
 mod lifecycle;
 mod outage;
+mod store_outage;
 pub mod support;

@@ -59,59 +59,91 @@ pub fn s3s_fs_binary() -> PathBuf {
 /// A real s3s-fs on a free port of 127.0.0.1 with one bucket. Killed on drop.
 #[derive(Debug)]
 pub struct S3sServer {
-    child: Child,
+    child: Option<Child>,
     pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    root: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl S3sServer {
     pub fn start() -> Self {
-        let binary = s3s_fs_binary();
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join(BUCKET)).expect("bucket directory");
+        let mut server =
+            Self { child: None, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), root, dir };
         // A free port can be taken between our probe and the server's bind: try a few.
         for _ in 0..5 {
             let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
                 .and_then(|l| l.local_addr())
                 .expect("probe a free port")
                 .port();
-            let log = std::fs::File::create(dir.path().join("s3s-fs.log")).expect("log file");
-            let mut child = Command::new(&binary)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-                .arg(&root)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let started = Instant::now();
-            loop {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return Self { child, addr, _dir: dir };
-                }
-                if child.try_wait().expect("poll s3s-fs").is_some() {
-                    break; // most likely the port was taken: try another
-                }
-                assert!(started.elapsed() < Duration::from_secs(30), "s3s-fs did not start");
-                std::thread::sleep(Duration::from_millis(10));
+            server.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            if server.spawn() {
+                return server;
             }
         }
-        let log = std::fs::read_to_string(dir.path().join("s3s-fs.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(server.dir.path().join("s3s-fs.log")).unwrap_or_default();
         panic!("s3s-fs would not start; its log:\n{log}");
+    }
+
+    /// Starts s3s-fs on `self.addr`; false when it exited (the port was taken).
+    fn spawn(&mut self) -> bool {
+        let binary = s3s_fs_binary();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("s3s-fs.log"))
+            .expect("log file");
+        let mut child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &self.addr.port().to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&self.root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                self.child = Some(child);
+                return true;
+            }
+            if child.try_wait().expect("poll s3s-fs").is_some() {
+                return false;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Stops the server now, as if it crashed; its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let started = Instant::now();
+        while !self.spawn() {
+            assert!(started.elapsed() < Duration::from_secs(60), "s3s-fs would not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for S3sServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -204,6 +236,14 @@ impl Bench {
             ))
             .await;
         bench
+    }
+
+    /// The S3 server behind the store (S3 benches only).
+    pub fn s3_server(&mut self) -> &mut S3sServer {
+        match &mut self.backend {
+            StoreBackend::S3(server) => server,
+            StoreBackend::Local(_) => panic!("this bench has a local store"),
+        }
     }
 
     pub async fn sql(&self, sql: &str) {
