@@ -1,0 +1,98 @@
+//! Cancel, and jobs that fail because of what they are, not where they ran.
+
+use kiln_queue::CancelOutcome;
+use kiln_types::JobState;
+use serde_json::json;
+
+use crate::support::{Bench, StoreKind, data_file, iris_spec, long_iris_spec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_running_ends_cancelled_and_keeps_the_checkpoint() {
+    let bench = Bench::new(StoreKind::Local).await;
+    let iris = bench.upload(&data_file("iris.csv"), "csv").await;
+    let id = bench.submit(&iris, long_iris_spec()).await;
+    let mut worker = bench.spawn_worker("worker", &[]);
+    let running = bench
+        .wait_for(id, "a checkpoint", |j| j.state.is_terminal() || j.checkpoint_epoch >= Some(1))
+        .await;
+    assert_eq!(running.state, JobState::Running, "{running:#?}");
+
+    assert_eq!(bench.queue.cancel(id).await.unwrap(), CancelOutcome::Requested);
+    let job = bench.wait_for(id, "the job to end", |j| j.state.is_terminal()).await;
+    assert_eq!(job.state, JobState::Cancelled, "{job:#?}\n{}", bench.logs());
+    assert!(job.checkpoint_key.is_some() && job.checkpoint_epoch >= running.checkpoint_epoch);
+    assert_eq!(job.result, None);
+    let attempts = bench.queue.attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome.as_deref(), Some("cancelled"));
+    let log = bench.job_log(id).await;
+    assert!(log.iter().any(|l| l.contains("cancelled at epoch")), "{log:#?}");
+
+    // The worker goes on to idle; it drains on SIGTERM.
+    assert!(worker.is_running(), "{}", worker.log());
+    worker.signal("TERM");
+    assert!(worker.wait_exit().await.success());
+}
+
+/// Runs one job that must fail at once (no retry) and returns its error.
+async fn fails_at_once(bench: &Bench, id: uuid::Uuid) -> String {
+    let mut worker = bench.spawn_worker("worker", &[("KILN_WORKER_MAX_JOBS", "1")]);
+    let job = bench.wait_for(id, "the job to end", |j| j.state.is_terminal()).await;
+    assert!(worker.wait_exit().await.success());
+    assert_eq!(job.state, JobState::Failed, "{job:#?}\n{}", bench.logs());
+    assert_eq!(job.attempt, 1, "not retried");
+    let attempts = bench.queue.attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0].outcome.as_deref(), Some("failed"));
+    let error = job.error.expect("an error message");
+    let log = bench.job_log(id).await;
+    assert!(log.iter().any(|l| l == &format!("failed: {error}")), "{log:#?}");
+    error
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_dataset_fails_at_once_naming_the_row_and_column() {
+    let bench = Bench::new(StoreKind::Local).await;
+    let csv = String::from_utf8(data_file("iris.csv")).unwrap();
+    let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+    // Line 4 (row 3): sepal_width is not a number.
+    let mut cells: Vec<&str> = lines[3].split(',').collect();
+    cells[1] = "oops";
+    lines[3] = cells.join(",");
+    let broken = bench.upload(lines.join("\n").as_bytes(), "csv").await;
+    let id = bench.submit(&broken, iris_spec(3, 16)).await;
+    let error = fails_at_once(&bench, id).await;
+    assert!(error.contains("column `sepal_width`"), "{error}");
+    assert!(error.contains("`oops` is not a number"), "{error}");
+    assert!(error.contains("(line 4)"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diverging_training_fails_at_once_with_the_non_finite_loss_message() {
+    let bench = Bench::new(StoreKind::Local).await;
+    let iris = bench.upload(&data_file("iris.csv"), "csv").await;
+    // Linear regression on raw (unstandardised) features with SGD at the largest learning
+    // rate the spec allows: every step multiplies the error.
+    let spec = json!({
+        "task": "regression", "target": "petal_width",
+        "features": ["sepal_length", "sepal_width", "petal_length"],
+        "model": {"type": "linear"},
+        "hyperparameters": {"epochs": 50, "batch_size": 8, "learning_rate": 10.0, "optimizer": "sgd"},
+        "preprocessing": {"standardize": false},
+    });
+    let id = bench.submit(&iris, spec).await;
+    let error = fails_at_once(&bench, id).await;
+    assert!(error.contains("training diverged"), "{error}");
+    assert!(error.contains("lower learning_rate"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_without_dataset_inputs_fails_at_once_saying_so() {
+    let bench = Bench::new(StoreKind::Local).await;
+    let iris = bench.upload(&data_file("iris.csv"), "csv").await;
+    let mut missing = iris.clone();
+    missing.inputs = json!({});
+    let id = bench.submit(&missing, iris_spec(2, 16)).await;
+    let error = fails_at_once(&bench, id).await;
+    assert!(error.contains("no dataset in its inputs"), "{error}");
+}

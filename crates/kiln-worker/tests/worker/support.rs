@@ -1,0 +1,568 @@
+//! The test bench: a fresh PostgreSQL database, a real artifact store (s3s-fs, an
+//! S3-compatible server checking SigV4, or a local directory), a team, datasets uploaded
+//! the way the API does, and the real `kiln-worker` binary started as a child process.
+//! Shared by the integration tests and the overhead benchmark.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_db::testing::{TestDatabase, fresh_database};
+use kiln_queue::{Job, NewJob, Queue, QueueConfig};
+use kiln_store::{
+    ArtifactStore, Key, LocalStore, RetryPolicy, S3Settings, S3Store, SecretString,
+    StaticCredentials, Team,
+};
+use kiln_types::spec::JobSpec;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const ACCESS_KEY: &str = "kiln-test-access";
+pub const SECRET_KEY: &str = "kiln-test-secret-0123456789";
+pub const BUCKET: &str = "kiln-test";
+pub const PREFIX: &str = "kiln";
+
+/// How long any condition may take on a loaded 2-core machine before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(150);
+
+/// The repository's `data/` directory.
+pub fn data_file(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
+}
+
+/// The s3s-fs binary: `$KILN_S3S_FS` (set by scripts/env.sh), else where `kiln_ensure_s3s`
+/// installs it. Missing means the test fails, loudly.
+pub fn s3s_fs_binary() -> PathBuf {
+    let cache = std::env::var_os("KILN_CACHE").map(PathBuf::from).or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(|c| PathBuf::from(c).join("kiln"))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kiln")))
+    });
+    let candidates: Vec<PathBuf> = std::env::var_os("KILN_S3S_FS")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(cache.map(|c| c.join("s3s/bin/s3s-fs")))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "s3s-fs not found (looked at {candidates:?}). These tests need the real S3-compatible \
+             server: run `. scripts/env.sh && kiln_ensure_s3s`, or scripts/test.sh"
+        )
+    })
+}
+
+/// A real s3s-fs on a free port of 127.0.0.1 with one bucket. Killed on drop.
+#[derive(Debug)]
+pub struct S3sServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    root: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl S3sServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join(BUCKET)).expect("bucket directory");
+        let mut server =
+            Self { child: None, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), root, dir };
+        // A free port can be taken between our probe and the server's bind: try a few.
+        for _ in 0..5 {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .expect("probe a free port")
+                .port();
+            server.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            if server.spawn() {
+                return server;
+            }
+        }
+        let log = std::fs::read_to_string(server.dir.path().join("s3s-fs.log")).unwrap_or_default();
+        panic!("s3s-fs would not start; its log:\n{log}");
+    }
+
+    /// Starts s3s-fs on `self.addr`; false when it exited (the port was taken).
+    fn spawn(&mut self) -> bool {
+        let binary = s3s_fs_binary();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("s3s-fs.log"))
+            .expect("log file");
+        let mut child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &self.addr.port().to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&self.root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                self.child = Some(child);
+                return true;
+            }
+            if child.try_wait().expect("poll s3s-fs").is_some() {
+                return false;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server now, as if it crashed; its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let started = Instant::now();
+        while !self.spawn() {
+            assert!(started.elapsed() < Duration::from_secs(60), "s3s-fs would not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for S3sServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Which artifact store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    S3,
+    Local,
+}
+
+#[derive(Debug)]
+enum StoreBackend {
+    S3(S3sServer),
+    Local(PathBuf),
+}
+
+/// One test's world.
+#[derive(Debug)]
+pub struct Bench {
+    pub test: TestDatabase,
+    pub queue: Queue,
+    pub store: Arc<dyn ArtifactStore>,
+    backend: StoreBackend,
+    pub team_id: Uuid,
+    pub team: Team,
+    /// The workers' dataset cache (one machine: shared by the workers of a test).
+    pub cache_dir: PathBuf,
+    /// Worker logs.
+    pub log_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A dataset uploaded the way the API does: its `job.inputs` entry.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub id: Uuid,
+    pub inputs: Value,
+    pub key: Key,
+}
+
+impl Bench {
+    pub async fn new(kind: StoreKind) -> Self {
+        let test = fresh_database(4).await.expect("fresh database");
+        let queue = Queue::new(&test.db, QueueConfig::default());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, backend): (Arc<dyn ArtifactStore>, StoreBackend) = match kind {
+            StoreKind::S3 => {
+                let server = S3sServer::start();
+                let mut settings = S3Settings::new(BUCKET, format!("{PREFIX}/"));
+                settings.endpoint_url = Some(server.endpoint());
+                settings.region = Some("us-east-1".into());
+                settings.force_path_style = true;
+                settings.credentials = Some(StaticCredentials {
+                    access_key_id: ACCESS_KEY.into(),
+                    secret_access_key: SecretString::new(SECRET_KEY),
+                });
+                settings.retry = RetryPolicy {
+                    max_attempts: 3,
+                    base_delay: Duration::from_millis(20),
+                    max_delay: Duration::from_millis(200),
+                    attempt_timeout: Duration::from_secs(60),
+                    deadline: Duration::from_secs(120),
+                };
+                let store = S3Store::connect(settings).await.expect("connect to s3s-fs");
+                (Arc::new(store), StoreBackend::S3(server))
+            }
+            StoreKind::Local => {
+                let root = dir.path().join("artifacts");
+                let store = LocalStore::open(&root).await.expect("open local store");
+                (Arc::new(store), StoreBackend::Local(root))
+            }
+        };
+        let team_id = Uuid::now_v7();
+        let bench = Self {
+            queue,
+            store,
+            backend,
+            team_id,
+            team: Team::parse(team_id.to_string()).expect("team"),
+            cache_dir: dir.path().join("cache"),
+            log_dir: dir.path().join("logs"),
+            _dir: dir,
+            test,
+        };
+        std::fs::create_dir_all(&bench.log_dir).expect("log dir");
+        bench
+            .sql(&format!(
+                "INSERT INTO teams (id, name, max_running_jobs) VALUES ('{team_id}', 'team-{}', 100)",
+                &team_id.simple().to_string()[..12]
+            ))
+            .await;
+        bench
+    }
+
+    /// The S3 server behind the store (S3 benches only).
+    pub fn s3_server(&mut self) -> &mut S3sServer {
+        match &mut self.backend {
+            StoreBackend::S3(server) => server,
+            StoreBackend::Local(_) => panic!("this bench has a local store"),
+        }
+    }
+
+    pub async fn sql(&self, sql: &str) {
+        self.test
+            .db
+            .execute(Statement::from_string(self.test.db.get_database_backend(), sql.to_owned()))
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+
+    /// One number from the database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = self
+            .test
+            .db
+            .query_one(Statement::from_string(self.test.db.get_database_backend(), sql.to_owned()))
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+            .expect("a row");
+        row.try_get_by_index::<i64>(0).unwrap_or_else(|err| panic!("{sql}: {err}"))
+    }
+
+    /// Uploads a dataset content-addressed, as the API does, and returns its inputs entry.
+    pub async fn upload(&self, bytes: &[u8], format: &str) -> Uploaded {
+        let info = self.store.put_stream(&self.team, &mut &bytes[..]).await.expect("upload");
+        let id = Uuid::now_v7();
+        let inputs = json!({"dataset": {
+            "id": id, "key": info.key.to_string(), "sha256": info.sha256.to_string(),
+            "format": format, "size_bytes": info.size,
+        }});
+        Uploaded { id, inputs, key: info.key }
+    }
+
+    /// Enqueues a training job: `spec` without `dataset_id`, which is filled in.
+    pub async fn submit(&self, dataset: &Uploaded, mut spec: Value) -> Uuid {
+        spec["dataset_id"] = json!(dataset.id);
+        let spec = JobSpec::parse(&spec).expect("a valid spec").to_json();
+        let mut job = NewJob::new(self.team_id, spec);
+        job.inputs = dataset.inputs.clone();
+        self.queue.enqueue(job).await.expect("enqueue").job().id
+    }
+
+    pub async fn job(&self, id: Uuid) -> Job {
+        self.queue.get(id).await.expect("job")
+    }
+
+    /// Polls the job until `done` holds; fails with the job and the worker logs otherwise.
+    pub async fn wait_for(&self, id: Uuid, what: &str, done: impl Fn(&Job) -> bool) -> Job {
+        let started = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if done(&job) {
+                return job;
+            }
+            if started.elapsed() > DEADLINE {
+                panic!(
+                    "timed out waiting for {what}; job: {job:#?}\nworker logs:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every worker log of this test, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut entries: Vec<_> =
+            std::fs::read_dir(&self.log_dir).map(|d| d.flatten().collect()).unwrap_or_default();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            out.push_str(&format!("--- {} ---\n{text}\n", entry.file_name().to_string_lossy()));
+        }
+        out
+    }
+
+    /// The job's log lines (job_events), oldest first.
+    pub async fn job_log(&self, id: Uuid) -> Vec<String> {
+        self.queue
+            .logs(id, None, 10_000)
+            .await
+            .expect("logs")
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    }
+
+    /// The environment a worker needs to reach this bench, plus test-speed timings.
+    pub fn worker_env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let mut set = |k: &str, v: String| {
+            env.insert(k.to_owned(), v);
+        };
+        set("KILN_DATABASE_URL", self.test.url.clone());
+        set("KILN_DATABASE_MAX_CONNECTIONS", "4".into());
+        set("KILN_WORKER_DEVICE", "cpu".into());
+        set("KILN_LEASE_SECONDS", "10".into());
+        set("KILN_HEARTBEAT_SECONDS", "0.3".into());
+        set("KILN_POLL_SECONDS", "0.2".into());
+        set("KILN_RETRY_BACKOFF_SECONDS", "0".into());
+        set("KILN_RETRY_BACKOFF_CAP_SECONDS", "0".into());
+        set("KILN_TORCH_THREADS", "1".into());
+        set("KILN_SHUTDOWN_GRACE_SECONDS", "60".into());
+        set("KILN_WORKER_CACHE_DIR", self.cache_dir.display().to_string());
+        set("RUST_LOG", "info".into());
+        match &self.backend {
+            StoreBackend::S3(server) => {
+                set("KILN_ARTIFACT_STORE", format!("s3://{BUCKET}/{PREFIX}"));
+                set("KILN_S3_FORCE_PATH_STYLE", "true".into());
+                set("AWS_ENDPOINT_URL", server.endpoint());
+                set("AWS_REGION", "us-east-1".into());
+                set("AWS_ACCESS_KEY_ID", ACCESS_KEY.into());
+                set("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into());
+            }
+            StoreBackend::Local(root) => {
+                set("KILN_ARTIFACT_STORE", format!("file://{}", root.display()));
+            }
+        }
+        env
+    }
+
+    /// Starts the real `kiln-worker` with this bench's environment and `extra` on top.
+    pub fn spawn_worker(&self, name: &str, extra: &[(&str, &str)]) -> WorkerProcess {
+        let mut env = self.worker_env();
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let log_path = self.log_dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("worker log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln-worker"));
+        // Nothing from the test's own environment may leak in (AWS_* or KILN_*).
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("AWS_") || key.starts_with("KILN_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start kiln-worker");
+        WorkerProcess { name: name.to_owned(), child: Some(child), log_path }
+    }
+
+    /// The id the worker with this pid registered under, once it has.
+    pub async fn worker_id(&self, worker: &WorkerProcess) -> Uuid {
+        let pid = worker.pid();
+        let started = Instant::now();
+        loop {
+            let rows = self.queue.workers().await.expect("workers");
+            if let Some(row) = rows.iter().find(|w| w.pid == Some(pid as i32)) {
+                return row.id;
+            }
+            assert!(started.elapsed() < DEADLINE, "worker {} never registered", worker.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A running `kiln-worker`. Killed (SIGKILL) on drop if still running.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    pub name: String,
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`, `INT`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// Waits for the process to exit; fails the test with its log if it does not.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("poll worker") {
+                return status;
+            }
+            if started.elapsed() > DEADLINE {
+                panic!("worker {} did not exit; its log:\n{}", self.name, self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the worker's log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let started = Instant::now();
+        while !self.log().contains(needle) {
+            if started.elapsed() > DEADLINE {
+                panic!("worker {} never logged {needle:?}; its log:\n{}", self.name, self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().expect("spawned").try_wait().expect("poll worker").is_none()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An Iris classifier spec: an MLP, checkpointed every epoch.
+pub fn iris_spec(epochs: u32, batch_size: u32) -> Value {
+    json!({
+        "task": "classification",
+        "target": "species",
+        "model": {"type": "mlp", "hidden": [32]},
+        "hyperparameters": {
+            "epochs": epochs, "batch_size": batch_size, "learning_rate": 0.01,
+            "checkpoint_every_epochs": 1, "seed": 7,
+        },
+    })
+}
+
+/// A job that runs for several seconds (about 5 s on an idle machine, longer on a loaded
+/// one): Iris with one row per batch, so each epoch is 120 optimiser steps, checkpointed
+/// every epoch. Tests stop it after its first checkpoints, long before its end.
+pub fn long_iris_spec() -> Value {
+    iris_spec(LONG_EPOCHS, 1)
+}
+
+pub const LONG_EPOCHS: u32 = 300;
+
+/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones:
+/// a database outage as the worker sees it, without touching the shared server.
+#[derive(Debug)]
+pub struct DbProxy {
+    pub addr: SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl DbProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = tokio::sync::watch::Sender::new(true);
+        let state = up.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*state.borrow() {
+                    continue; // dropped at once: the client sees the connection close
+                }
+                let mut down = state.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up, accept }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+
+    /// `url` (a postgres:// URL) with its host and port replaced by the proxy's.
+    pub fn url_for(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let userinfo = authority.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
+        format!("{scheme}://{userinfo}{}/{path}", self.addr)
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// The host and port of a postgres:// URL, resolved.
+pub fn db_addr(url: &str) -> SocketAddr {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://").expect("a URL").1;
+    let authority = rest.split('/').next().unwrap();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port =
+        if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
+    host_port.to_socket_addrs().expect("resolve").next().expect("an address")
+}
