@@ -53,15 +53,7 @@ impl Platform {
         let bind = format!("127.0.0.1:{port}");
         platform.spawn("kiln-api", &[("KILN_API_BIND", bind.as_str())]);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while platform
-            .http
-            .get(format!("{}/readyz", platform.api))
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false)
-            == false
-        {
+        while !platform.ready().await {
             assert!(
                 Instant::now() < deadline,
                 "kiln-api did not become ready:\n{}",

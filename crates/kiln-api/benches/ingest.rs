@@ -119,8 +119,11 @@ async fn main() {
         .status()
         .unwrap();
     assert!(status.success());
-    let backend =
-        replace_database(&admin_url(), &mlflow_db).replacen("postgres://", "postgresql://", 1);
+    let backend = replace_database(&admin_url(), &mlflow_db).replacen(
+        "postgres://",
+        "postgresql+psycopg2://",
+        1,
+    );
     let port = free_port();
     let mut command = Command::new(&mlflow_bin);
     command
