@@ -156,11 +156,11 @@ async fn main() {
             .json(&json!({"experiment_id": "0", "run_name": "bench"}))
             .send()
             .await;
-        if let Ok(res) = created {
-            if res.status().is_success() {
-                let v: Value = res.json().await.unwrap();
-                break v["run"]["info"]["run_id"].as_str().unwrap().to_owned();
-            }
+        if let Ok(res) = created
+            && res.status().is_success()
+        {
+            let v: Value = res.json().await.unwrap();
+            break v["run"]["info"]["run_id"].as_str().unwrap().to_owned();
         }
         assert!(Instant::now() < deadline, "MLflow did not start");
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -13,13 +13,24 @@ pub async fn healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok".to_owned() })
 }
 
-/// Ready to serve: PostgreSQL answers (and, once configured, the artifact store).
+/// Ready to serve: PostgreSQL and the artifact store answer.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = BTreeMap::new();
     let db_ok = kiln_db::ping(&state.db).await.is_ok();
     checks.insert("postgres".to_owned(), if db_ok { "ok" } else { "unavailable" }.to_owned());
+    // One cheap listing proves the artifact store answers with these credentials.
+    let store = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.store.list("kiln-readyz/", None),
+    )
+    .await;
+    let store_ok = matches!(store, Ok(Ok(_)));
+    checks.insert(
+        "artifact_store".to_owned(),
+        if store_ok { "ok" } else { "unavailable" }.to_owned(),
+    );
     let ready = checks.values().all(|v| v == "ok");
     let body = Readiness { status: if ready { "ready" } else { "not_ready" }.to_owned(), checks };
     if ready {

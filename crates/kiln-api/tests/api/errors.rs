@@ -100,6 +100,7 @@ async fn health_and_readiness_and_metrics() {
     assert_eq!(res.status(), 200);
     let ready: serde_json::Value = res.json().await.unwrap();
     assert_eq!(ready["checks"]["postgres"], "ok");
+    assert_eq!(ready["checks"]["artifact_store"], "ok");
     let text =
         app.request(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();
     assert!(
@@ -128,4 +129,15 @@ async fn nul_characters_are_refused_not_crashed_on() {
     assert_error(res, 422, "validation_failed").await;
     assert_error(app.get("/v1/datasets?name=a%00b", &team.viewer).await, 400, "bad_request").await;
     assert_error(app.get("/v1/models/a%00/versions", &team.viewer).await, 400, "bad_request").await;
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_artifact_store_is_down() {
+    let mut app = spawn_app().await;
+    app.s3.stop();
+    let res = app.request(Method::GET, "/readyz", None).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let ready: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(ready["checks"]["artifact_store"], "unavailable");
+    assert_eq!(ready["checks"]["postgres"], "ok");
 }
