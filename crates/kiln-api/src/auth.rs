@@ -10,6 +10,7 @@ use std::pin::Pin;
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
+use kiln_db::repo::audit;
 use kiln_db::repo::tokens::{self, Principal};
 use kiln_types::{ErrorCode, Role};
 use uuid::Uuid;
@@ -60,6 +61,29 @@ impl Caller {
     pub fn manages(&self, team_id: Uuid) -> bool {
         self.0.role == Role::Admin
             || (self.0.role == Role::Maintainer && self.0.team_id == Some(team_id))
+    }
+
+    /// Records what this caller did in the audit log.
+    pub async fn audit(
+        &self,
+        db: &kiln_db::Db,
+        team_id: Option<Uuid>,
+        action: &str,
+        resource_type: &str,
+        resource_id: impl ToString,
+        details: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let entry = audit::AuditEntry {
+            team_id,
+            actor_token_id: Some(self.token_id()),
+            actor: &self.actor(),
+            action,
+            resource_type,
+            resource_id: Some(resource_id.to_string()),
+            details,
+        };
+        audit::record(db, entry).await?;
+        Ok(())
     }
 
     /// How the audit log names this caller.

@@ -11,7 +11,7 @@ use std::io::Write;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
-use kiln_db::repo::{audit, datasets};
+use kiln_db::repo::datasets;
 use kiln_types::api::{Dataset, Page};
 use kiln_types::{ErrorCode, Role};
 use serde::Deserialize;
@@ -173,19 +173,10 @@ pub async fn upload(
         },
     )
     .await?;
-    audit::record(
-        &state.db,
-        audit::AuditEntry {
-            team_id: Some(team),
-            actor_token_id: Some(caller.token_id()),
-            actor: &caller.actor(),
-            action: "dataset.upload",
-            resource_type: "dataset",
-            resource_id: Some(dataset.id.to_string()),
-            details: json!({"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256, "size_bytes": size}),
-        },
-    )
-    .await?;
+    let details = json!({"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256, "size_bytes": size});
+    caller
+        .audit(&state.db, Some(team), "dataset.upload", "dataset", dataset.id.to_string(), details)
+        .await?;
     Ok(HttpResponse::Created().json(dataset_view(dataset)))
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
-use kiln_db::repo::{audit, models};
+use kiln_db::repo::models;
 use kiln_types::api::{Alias, ModelSummary, ModelVersion, Page, RegisterVersion, SetAlias};
 use kiln_types::{ErrorCode, JobState, Role};
 use serde_json::json;
@@ -90,19 +90,16 @@ pub async fn register(
         },
     )
     .await?;
-    audit::record(
-        &state.db,
-        audit::AuditEntry {
-            team_id: Some(team),
-            actor_token_id: Some(caller.token_id()),
-            actor: &caller.actor(),
-            action: "model.register",
-            resource_type: "model_version",
-            resource_id: Some(format!("{name}/{}", version.version)),
-            details: json!({"job_id": job.id, "bundle_sha256": bundle_sha256}),
-        },
-    )
-    .await?;
+    caller
+        .audit(
+            &state.db,
+            Some(team),
+            "model.register",
+            "model_version",
+            format!("{name}/{}", version.version),
+            json!({"job_id": job.id, "bundle_sha256": bundle_sha256}),
+        )
+        .await?;
     Ok(HttpResponse::Created().json(version_view(&name, version, &[])))
 }
 
@@ -183,19 +180,16 @@ pub async fn set_alias(
         Some(id) => models::version_by_id(&state.db, id).await?.map(|v| v.version),
         None => None,
     };
-    audit::record(
-        &state.db,
-        audit::AuditEntry {
-            team_id: Some(team),
-            actor_token_id: Some(caller.token_id()),
-            actor: &caller.actor(),
-            action: "model.alias.move",
-            resource_type: "model_alias",
-            resource_id: Some(format!("{name}@{alias}")),
-            details: json!({"version": version.version, "previous_version": previous_version}),
-        },
-    )
-    .await?;
+    caller
+        .audit(
+            &state.db,
+            Some(team),
+            "model.alias.move",
+            "model_alias",
+            format!("{name}@{alias}"),
+            json!({"version": version.version, "previous_version": previous_version}),
+        )
+        .await?;
     Ok(web::Json(Alias { model: name, alias, version: version.version, previous_version }))
 }
 

@@ -8,7 +8,7 @@
 //! the job as its `inputs`, so the worker needs nothing but the job row and the store.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use kiln_db::repo::{audit, datasets, runs};
+use kiln_db::repo::{datasets, runs};
 use kiln_queue::{Enqueued, NewJob};
 use kiln_types::Role;
 use kiln_types::spec::{JobSpec, ModelSpec, Task};
@@ -202,19 +202,16 @@ pub async fn submit(
                 Some(caller.token_id()),
             )
             .await?;
-            audit::record(
-                &state.db,
-                audit::AuditEntry {
-                    team_id: Some(team),
-                    actor_token_id: Some(caller.token_id()),
-                    actor: &caller.actor(),
-                    action: "job.submit",
-                    resource_type: "job",
-                    resource_id: Some(job.id.to_string()),
-                    details: json!({"model": spec.model.type_name(), "dataset_id": spec.dataset_id}),
-                },
-            )
-            .await?;
+            caller
+                .audit(
+                    &state.db,
+                    Some(team),
+                    "job.submit",
+                    "job",
+                    job.id.to_string(),
+                    json!({"model": spec.model.type_name(), "dataset_id": spec.dataset_id}),
+                )
+                .await?;
             Ok(HttpResponse::Created().json(job_view(job)))
         }
     }

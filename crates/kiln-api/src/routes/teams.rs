@@ -1,7 +1,7 @@
 //! Teams (admin only).
 
 use actix_web::{HttpResponse, web};
-use kiln_db::repo::{audit, teams};
+use kiln_db::repo::teams;
 use kiln_types::api::{CreateTeam, Page, Team};
 use serde_json::json;
 
@@ -37,19 +37,16 @@ pub async fn create(
         return Err(ApiError::validation(problems));
     }
     let team = teams::create(&state.db, &body.name, cap).await?;
-    audit::record(
-        &state.db,
-        audit::AuditEntry {
-            team_id: Some(team.id),
-            actor_token_id: Some(caller.token_id()),
-            actor: &caller.actor(),
-            action: "team.create",
-            resource_type: "team",
-            resource_id: Some(team.id.to_string()),
-            details: json!({ "name": team.name }),
-        },
-    )
-    .await?;
+    caller
+        .audit(
+            &state.db,
+            Some(team.id),
+            "team.create",
+            "team",
+            team.id.to_string(),
+            json!({ "name": team.name }),
+        )
+        .await?;
     Ok(HttpResponse::Created().json(team_view(team)))
 }
 

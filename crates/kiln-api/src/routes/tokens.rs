@@ -1,7 +1,7 @@
 //! Team tokens: issued by an admin or the team's maintainer, shown once, revocable.
 
 use actix_web::{HttpResponse, web};
-use kiln_db::repo::{audit, teams, tokens};
+use kiln_db::repo::{teams, tokens};
 use kiln_types::Role;
 use kiln_types::api::{CreateToken, IssuedToken, Page, TokenInfo};
 use serde_json::json;
@@ -71,19 +71,16 @@ pub async fn create(
     let issued =
         tokens::issue(&state.db, Some(team.id), body.role, &body.name, Some(caller.token_id()))
             .await?;
-    audit::record(
-        &state.db,
-        audit::AuditEntry {
-            team_id: Some(team.id),
-            actor_token_id: Some(caller.token_id()),
-            actor: &caller.actor(),
-            action: "token.issue",
-            resource_type: "token",
-            resource_id: Some(issued.info.id.to_string()),
-            details: json!({ "name": body.name, "role": body.role, "prefix": issued.info.prefix }),
-        },
-    )
-    .await?;
+    caller
+        .audit(
+            &state.db,
+            Some(team.id),
+            "token.issue",
+            "token",
+            issued.info.id.to_string(),
+            json!({ "name": body.name, "role": body.role, "prefix": issued.info.prefix }),
+        )
+        .await?;
     Ok(HttpResponse::Created().json(IssuedToken {
         id: issued.info.id,
         token: issued.secret,
@@ -135,18 +132,15 @@ pub async fn revoke(
         });
     }
     tokens::revoke(&state.db, token_id).await?;
-    audit::record(
-        &state.db,
-        audit::AuditEntry {
-            team_id: token.team_id,
-            actor_token_id: Some(caller.token_id()),
-            actor: &caller.actor(),
-            action: "token.revoke",
-            resource_type: "token",
-            resource_id: Some(token_id.to_string()),
-            details: json!({ "name": token.name, "prefix": token.prefix }),
-        },
-    )
-    .await?;
+    caller
+        .audit(
+            &state.db,
+            token.team_id,
+            "token.revoke",
+            "token",
+            token_id.to_string(),
+            json!({ "name": token.name, "prefix": token.prefix }),
+        )
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -49,7 +49,15 @@ fn categorical_columns_are_one_hot_encoded_with_the_training_vocabulary() {
         csv.push_str(&format!("{colour},{},{}\n", i % 7, if i % 2 == 0 { "yes" } else { "no" }));
     }
     let data = Dataset::from_csv_bytes(csv.as_bytes()).unwrap();
-    assert_eq!(data.schema()["columns"][0], json!({"name": "colour", "type": "category"}));
+    let schema = data.schema();
+    assert_eq!(
+        schema["columns"][0],
+        json!({"name": "colour", "type": "category", "missing": 0, "distinct": 3, "label_candidate": true})
+    );
+    assert_eq!(schema["columns"][1]["type"], "number");
+    assert_eq!(schema["columns"][1]["distinct"], 7);
+    // Few distinct integers or categories: each could be a classification target.
+    assert_eq!(schema["label_candidates"], json!(["colour", "size", "label"]));
     let prepared = prepare(
         &spec("classification", Some("label"), json!({"type": "linear"}), json!({})),
         &data,
@@ -160,4 +168,20 @@ fn digits_npz_holds_images_with_per_channel_statistics() {
     let TargetEncoding::Classes { labels, .. } = &prepared.preprocessor.target else { panic!() };
     assert_eq!(labels.len(), 10);
     assert_eq!(prepared.train_len() + prepared.val_len(), 1797);
+}
+
+#[test]
+fn continuous_columns_are_not_label_candidates() {
+    let mut csv = String::from("x,y\n");
+    for i in 0..300 {
+        csv.push_str(&format!("{}.5,{}\n", i, i % 2));
+    }
+    let schema = Dataset::from_csv_bytes(csv.as_bytes()).unwrap().schema();
+    assert_eq!(schema["columns"][0]["label_candidate"], false);
+    assert_eq!(
+        schema["columns"][0]["distinct"],
+        serde_json::Value::Null,
+        "counted only up to the cap"
+    );
+    assert_eq!(schema["label_candidates"], json!(["y"]));
 }
