@@ -26,6 +26,11 @@ cargo fmt --all -- --check
 kiln_log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 kiln_log "cargo test"
-cargo test --workspace --locked
+results=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$results"
 kiln_log "schemathesis against the running kiln-api"
 bash scripts/schemathesis.sh
+
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$results"
+rm -f "$results"

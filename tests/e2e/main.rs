@@ -63,6 +63,7 @@ async fn upload_train_register_alias_download() {
     };
     assert_eq!(job["ran_on_device"], "cpu");
     assert_eq!(job["attempt"], 1);
+    assert_eq!(job["progress"], json!({"epoch": 30, "epochs": 30}));
     assert!(job["model_bundle"].as_str().unwrap().contains("/blobs/sha256/"));
 
     let metrics: Value = p.get(&token, &format!("/v1/jobs/{job_id}/metrics")).await;

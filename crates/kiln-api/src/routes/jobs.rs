@@ -28,7 +28,14 @@ pub fn job_view(job: kiln_queue::Job) -> api::Job {
         attempt: job.attempt,
         max_attempts: job.max_attempts,
         priority: job.priority,
-        progress: Progress { epoch: field("epoch"), epochs: field("epochs") },
+        progress: match (field("epoch"), result.and_then(|r| r["epochs_completed"].as_i64())) {
+            // A job that ended between heartbeats: its result says how far it got.
+            (None, Some(done)) => Progress {
+                epoch: Some(done),
+                epochs: job.spec["hyperparameters"]["epochs"].as_i64(),
+            },
+            (epoch, _) => Progress { epoch, epochs: field("epochs") },
+        },
         device: job.device.as_str().to_owned(),
         ran_on_device: job.ran_on_device,
         resumed_from_epoch: job.resumed_from_epoch,
