@@ -44,47 +44,71 @@ pub struct S3sServer {
     pub addr: SocketAddr,
     /// s3s-fs's root: buckets are directories; upload state is `.upload*` files here.
     pub root: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl S3sServer {
     pub fn start() -> Self {
-        let binary = s3s_fs_binary();
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join(BUCKET)).expect("bucket directory");
+        let mut server =
+            Self { child: None, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), root, dir };
         // A free port can be taken between our probe and the server's bind: try a few.
         for _ in 0..5 {
             let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
                 .and_then(|l| l.local_addr())
                 .expect("probe a free port")
                 .port();
-            let log = std::fs::File::create(dir.path().join("s3s-fs.log")).expect("log file");
-            let mut child = Command::new(&binary)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-                .arg(&root)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let started = Instant::now();
-            loop {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return Self { child: Some(child), addr, root, _dir: dir };
-                }
-                if child.try_wait().expect("poll s3s-fs").is_some() {
-                    break; // exited: most likely the port was taken; try another
-                }
-                // Generous: a loaded 2-core machine. It starts in milliseconds normally.
-                assert!(started.elapsed() < Duration::from_secs(30), "s3s-fs did not start");
-                std::thread::sleep(Duration::from_millis(10));
+            server.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            if server.spawn() {
+                return server;
             }
         }
-        let log = std::fs::read_to_string(dir.path().join("s3s-fs.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(server.dir.path().join("s3s-fs.log")).unwrap_or_default();
         panic!("s3s-fs would not start; its log:\n{log}");
+    }
+
+    /// Starts s3s-fs on `self.addr`; false when it exited (the port was taken).
+    fn spawn(&mut self) -> bool {
+        let binary = s3s_fs_binary();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("s3s-fs.log"))
+            .expect("log file");
+        let mut child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &self.addr.port().to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&self.root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
+        let started = Instant::now();
+        loop {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                self.child = Some(child);
+                return true;
+            }
+            if child.try_wait().expect("poll s3s-fs").is_some() {
+                return false;
+            }
+            // Generous: a loaded 2-core machine. It starts in milliseconds normally.
+            assert!(started.elapsed() < Duration::from_secs(30), "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let started = Instant::now();
+        while !self.spawn() {
+            assert!(started.elapsed() < Duration::from_secs(60), "s3s-fs would not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -95,7 +119,7 @@ impl S3sServer {
         self.root.join(BUCKET)
     }
 
-    /// Stops the server now (as if it crashed).
+    /// Stops the server now, as if it crashed; its data stays.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -4,7 +4,7 @@
 //! Shared by the integration tests and the overhead benchmark.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use kiln_db::testing::{TestDatabase, fresh_database};
 use kiln_queue::{Job, NewJob, Queue, QueueConfig};
+use kiln_store::testing::{ACCESS_KEY, BUCKET, S3sServer, SECRET_KEY};
 use kiln_store::{
     ArtifactStore, Key, LocalStore, RetryPolicy, S3Settings, S3Store, SecretString,
     StaticCredentials, Team,
@@ -21,9 +22,6 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-pub const ACCESS_KEY: &str = "kiln-test-access";
-pub const SECRET_KEY: &str = "kiln-test-secret-0123456789";
-pub const BUCKET: &str = "kiln-test";
 pub const PREFIX: &str = "kiln";
 
 /// How long any condition may take on a loaded 2-core machine before the test fails.
@@ -33,118 +31,6 @@ pub const DEADLINE: Duration = Duration::from_secs(150);
 pub fn data_file(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").join(name);
     std::fs::read(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
-}
-
-/// The s3s-fs binary: `$KILN_S3S_FS` (set by scripts/env.sh), else where `kiln_ensure_s3s`
-/// installs it. Missing means the test fails, loudly.
-pub fn s3s_fs_binary() -> PathBuf {
-    let cache = std::env::var_os("KILN_CACHE").map(PathBuf::from).or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(|c| PathBuf::from(c).join("kiln"))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kiln")))
-    });
-    let candidates: Vec<PathBuf> = std::env::var_os("KILN_S3S_FS")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(cache.map(|c| c.join("s3s/bin/s3s-fs")))
-        .collect();
-    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
-        panic!(
-            "s3s-fs not found (looked at {candidates:?}). These tests need the real S3-compatible \
-             server: run `. scripts/env.sh && kiln_ensure_s3s`, or scripts/test.sh"
-        )
-    })
-}
-
-/// A real s3s-fs on a free port of 127.0.0.1 with one bucket. Killed on drop.
-#[derive(Debug)]
-pub struct S3sServer {
-    child: Option<Child>,
-    pub addr: SocketAddr,
-    root: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl S3sServer {
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(root.join(BUCKET)).expect("bucket directory");
-        let mut server =
-            Self { child: None, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), root, dir };
-        // A free port can be taken between our probe and the server's bind: try a few.
-        for _ in 0..5 {
-            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
-                .expect("probe a free port")
-                .port();
-            server.addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            if server.spawn() {
-                return server;
-            }
-        }
-        let log = std::fs::read_to_string(server.dir.path().join("s3s-fs.log")).unwrap_or_default();
-        panic!("s3s-fs would not start; its log:\n{log}");
-    }
-
-    /// Starts s3s-fs on `self.addr`; false when it exited (the port was taken).
-    fn spawn(&mut self) -> bool {
-        let binary = s3s_fs_binary();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("s3s-fs.log"))
-            .expect("log file");
-        let mut child = Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &self.addr.port().to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(&self.root)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
-        let started = Instant::now();
-        loop {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                self.child = Some(child);
-                return true;
-            }
-            if child.try_wait().expect("poll s3s-fs").is_some() {
-                return false;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "s3s-fs did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops the server now, as if it crashed; its data stays.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port with the same data.
-    pub fn restart(&mut self) {
-        self.stop();
-        let started = Instant::now();
-        while !self.spawn() {
-            assert!(started.elapsed() < Duration::from_secs(60), "s3s-fs would not restart");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for S3sServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Which artifact store a test runs against.
