@@ -5,12 +5,47 @@ use serde_json::json;
 
 use crate::support::{Recorder, cpu, init, prepared, spec, train_to_end};
 
+/// How equal the resumed run must be to the uninterrupted one.
+#[derive(Debug, Clone, Copy)]
+enum Same {
+    /// Bit for bit: every operation on this path is deterministic on the CPU.
+    Bitwise,
+    /// Within a relative tolerance: oneDNN's convolution backward on the CPU accumulates in
+    /// an order that can change from run to run on a loaded machine (a flaky bit-for-bit
+    /// comparison seen in CI), so convolutional nets are compared to float rounding.
+    Within(f32),
+}
+
+fn assert_weights_match(resumed: &[u8], uninterrupted: &[u8], tolerance: f32, context: &str) {
+    let a = safetensors::SafeTensors::deserialize(resumed).unwrap();
+    let b = safetensors::SafeTensors::deserialize(uninterrupted).unwrap();
+    let mut names = a.names();
+    names.sort();
+    let mut other = b.names();
+    other.sort();
+    assert_eq!(names, other, "{context}");
+    for name in names {
+        let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+        assert_eq!(x.shape(), y.shape(), "{name}: {context}");
+        let floats = |d: &[u8]| -> Vec<f32> {
+            d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        };
+        for (i, (p, q)) in floats(x.data()).iter().zip(floats(y.data())).enumerate() {
+            assert!(
+                (p - q).abs() <= tolerance * q.abs().max(1.0),
+                "{name}[{i}]: {p} vs {q}: {context}"
+            );
+        }
+    }
+}
+
 fn resume_check(
     model: serde_json::Value,
     hyperparameters: serde_json::Value,
     data: &str,
     target: Option<&str>,
     stop_before: u64,
+    same: Same,
 ) {
     init();
     let spec = spec("classification", target, model, hyperparameters);
@@ -29,14 +64,38 @@ fn resume_check(
         TrainOutcome::Completed(model) => model,
         TrainOutcome::Stopped { .. } => panic!("stopped"),
     };
-    assert_eq!(
-        resumed.bundle.weights_safetensors(),
-        uninterrupted.bundle.weights_safetensors(),
+    let context = format!(
         "resumed weights differ (checkpoint at epoch {}, step {})",
         checkpoint.epoch(),
         checkpoint.step()
     );
-    assert_eq!(resumed.history, uninterrupted.history);
+    match same {
+        Same::Bitwise => {
+            assert_eq!(
+                resumed.bundle.weights_safetensors(),
+                uninterrupted.bundle.weights_safetensors(),
+                "{context}"
+            );
+            assert_eq!(resumed.history, uninterrupted.history);
+        }
+        Same::Within(tolerance) => {
+            assert_weights_match(
+                resumed.bundle.weights_safetensors(),
+                uninterrupted.bundle.weights_safetensors(),
+                tolerance,
+                &context,
+            );
+            assert_eq!(resumed.history.len(), uninterrupted.history.len());
+            for (r, u) in resumed.history.iter().zip(&uninterrupted.history) {
+                let close =
+                    |a: f64, b: f64| (a - b).abs() <= f64::from(tolerance) * b.abs().max(1.0);
+                assert!(
+                    close(r.train_loss, u.train_loss) && close(r.val_loss, u.val_loss),
+                    "{r:?} vs {u:?}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -49,6 +108,7 @@ fn resuming_mid_epoch_with_dropout_and_adam_gives_identical_weights() {
         "iris.csv",
         Some("species"),
         20,
+        Same::Bitwise,
     );
 }
 
@@ -61,17 +121,19 @@ fn resuming_at_an_epoch_boundary_with_sgd_momentum_gives_identical_weights() {
         "iris.csv",
         Some("species"),
         7, // 3 steps per epoch: before epoch 3's first batch
+        Same::Bitwise,
     );
 }
 
 #[test]
-fn resuming_a_cnn_gives_identical_weights() {
+fn resuming_a_cnn_gives_the_same_weights_to_float_rounding() {
     resume_check(
         json!({"type": "cnn", "channels": [4], "dropout": 0.2}),
         json!({"epochs": 2, "batch_size": 128, "optimizer": "adamw", "weight_decay": 0.01}),
         "digits.npz",
         None,
         15,
+        Same::Within(1e-4),
     );
 }
 
