@@ -55,9 +55,15 @@ pub enum Command {
     /// Training workers.
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// Datasets.
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
     /// Training jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// The model registry.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Check PostgreSQL, migrations, the API and the workers, one line each.
     Doctor(DoctorArgs),
     /// Print shell completions.
@@ -143,6 +149,47 @@ pub enum WorkersCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// Upload a CSV, NPZ or TorchScript file as the next version of NAME (streamed, with
+    /// a progress bar).
+    Upload {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// `csv`, `npz` or `torchscript`; detected from the content when absent.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// List datasets.
+    List {
+        /// Only versions of this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List models with their aliases.
+    List,
+    /// A model's versions.
+    Versions { name: String },
+    /// Register a succeeded job as the model's next version.
+    Register {
+        name: String,
+        #[arg(long)]
+        job: uuid::Uuid,
+    },
+    /// Point an alias (production, staging, ...) at a version.
+    Alias {
+        name: String,
+        alias: String,
+        #[arg(value_name = "VERSION")]
+        model_version: i32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// Submit a job spec (JSON file, `-` for stdin).
     Submit {
@@ -181,4 +228,16 @@ pub struct DoctorArgs {
     /// PostgreSQL URL (checks the database and its migrations when given).
     #[arg(long = "database-url", env = "KILN_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // clap checks names, conflicts and defaults of every subcommand here rather than
+        // the first time a user reaches one.
+        super::Cli::command().debug_assert();
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per command group; [`run`] dispatches.
 
 mod admin;
+mod datasets;
 mod doctor;
 mod jobs;
 mod ops;
@@ -18,7 +19,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(cmd) => admin::run(cmd, client, format).await,
         Command::Queue(cmd) => ops::queue(cmd, &client()?, format).await,
         Command::Workers(cmd) => ops::workers(cmd, &client()?, format).await,
+        Command::Datasets(cmd) => datasets::run(cmd, &client()?, format).await,
         Command::Jobs(cmd) => jobs::run(cmd, &client()?, format).await,
+        Command::Models(cmd) => datasets::models(cmd, &client()?, format).await,
         Command::Doctor(args) => doctor::run(args, &config::resolve(&cli.global)?, format).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());

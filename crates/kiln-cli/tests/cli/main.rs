@@ -157,3 +157,54 @@ async fn operator_views_and_clear_errors() {
     let completions = env.ok(None, &["completions", "bash"]).await;
     assert!(completions.contains("kiln"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_upload_and_list_and_registry_errors() {
+    let env = start().await;
+    let admin = env.ok(None, &["admin", "bootstrap"]).await.trim().to_owned();
+    env.ok(Some(&admin), &["admin", "teams", "create", "vision"]).await;
+    let maintainer = env
+        .ok(
+            Some(&admin),
+            &["admin", "tokens", "create", "--team", "vision", "--role", "maintainer"],
+        )
+        .await
+        .trim()
+        .to_owned();
+    let iris = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/iris.csv");
+    let uploaded: Value = serde_json::from_str(
+        &env.ok(
+            Some(&maintainer),
+            &["--output", "json", "datasets", "upload", iris, "--name", "iris"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(uploaded["version"], 1);
+    assert_eq!(uploaded["format"], "csv");
+    assert_eq!(uploaded["size_bytes"], std::fs::metadata(iris).unwrap().len());
+    env.ok(Some(&maintainer), &["datasets", "upload", iris, "--name", "iris"]).await;
+    let listed = env.ok(Some(&maintainer), &["datasets", "list", "--name", "iris"]).await;
+    assert_eq!(listed.lines().count(), 3, "header and two versions: {listed}");
+
+    let err = env
+        .fails(Some(&maintainer), &["datasets", "upload", "/nonexistent.csv", "--name", "x"])
+        .await;
+    assert!(err.contains("cannot open /nonexistent.csv"), "{err}");
+    let err = env.fails(Some(&maintainer), &["datasets", "upload", iris, "--name", "../x"]).await;
+    assert!(err.contains("validation_failed"), "{err}");
+    let err = env
+        .fails(
+            Some(&maintainer),
+            &["models", "register", "iris", "--job", &uuid::Uuid::now_v7().to_string()],
+        )
+        .await;
+    assert!(err.contains("validation_failed"), "{err}");
+    let err = env.fails(Some(&maintainer), &["models", "alias", "iris", "production", "1"]).await;
+    assert!(err.contains("not_found"), "{err}");
+    let models: Value = serde_json::from_str(
+        &env.ok(Some(&maintainer), &["--output", "json", "models", "list"]).await,
+    )
+    .unwrap();
+    assert_eq!(models, serde_json::json!([]));
+}
