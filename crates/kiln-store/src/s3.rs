@@ -302,17 +302,9 @@ impl S3Store {
         Ok(())
     }
 
-    /// A multipart upload of `first` followed by the rest of `reader`. Returns the digest
-    /// and size; if `expected` is given and differs, aborts instead of completing.
-    async fn put_multipart(
-        &self,
-        full_key: &str,
-        first: Bytes,
-        reader: Upload<'_>,
-        expected: Option<&Sha256Digest>,
-        create_only: bool,
-    ) -> Result<(Sha256Digest, u64)> {
-        let upload_id = retry(self.policy(), &format!("create upload {full_key}"), || async {
+    /// Starts a multipart upload of `full_key` and returns its id.
+    async fn create_upload(&self, full_key: &str) -> Result<String> {
+        retry(self.policy(), &format!("create upload {full_key}"), || async {
             self.client
                 .create_multipart_upload()
                 .bucket(&self.settings.bucket)
@@ -323,9 +315,20 @@ impl S3Store {
         })
         .await?
         .upload_id
-        .ok_or_else(|| {
-            StoreError::new(ErrorKind::Backend, "CreateMultipartUpload: no upload id")
-        })?;
+        .ok_or_else(|| StoreError::new(ErrorKind::Backend, "CreateMultipartUpload: no upload id"))
+    }
+
+    /// A multipart upload of `first` followed by the rest of `reader`. Returns the digest
+    /// and size; if `expected` is given and differs, aborts instead of completing.
+    async fn put_multipart(
+        &self,
+        full_key: &str,
+        first: Bytes,
+        reader: Upload<'_>,
+        expected: Option<&Sha256Digest>,
+        create_only: bool,
+    ) -> Result<(Sha256Digest, u64)> {
+        let upload_id = self.create_upload(full_key).await?;
         let mut guard = Cleanup::abort_upload(self, full_key, &upload_id);
         // Named objects (`put_at`, the create-only writes) are not verified on read, so
         // their parts carry SigV4 payload hashes the server checks. Content-addressed uploads
@@ -498,20 +501,7 @@ impl S3Store {
             .await?;
             return Ok(());
         }
-        let upload_id = retry(self.policy(), &format!("create upload {to}"), || async {
-            self.client
-                .create_multipart_upload()
-                .bucket(&self.settings.bucket)
-                .key(to)
-                .send()
-                .await
-                .map_err(classify)
-        })
-        .await?
-        .upload_id
-        .ok_or_else(|| {
-            StoreError::new(ErrorKind::Backend, "CreateMultipartUpload: no upload id")
-        })?;
+        let upload_id = self.create_upload(to).await?;
         let mut guard = Cleanup::abort_upload(self, to, &upload_id);
         let mut parts = Vec::new();
         let mut start = 0u64;

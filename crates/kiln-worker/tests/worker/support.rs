@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use kiln_db::testing::{TestDatabase, fresh_database};
 use kiln_queue::{Job, NewJob, Queue, QueueConfig};
 use kiln_store::testing::{ACCESS_KEY, BUCKET, S3sServer, SECRET_KEY};
-use kiln_store::{
-    ArtifactStore, Key, LocalStore, RetryPolicy, S3Settings, S3Store, SecretString,
-    StaticCredentials, Team,
-};
+use kiln_store::{ArtifactStore, Key, LocalStore, S3Store, Team};
 use kiln_types::spec::JobSpec;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
@@ -78,21 +75,7 @@ impl Bench {
         let (store, backend): (Arc<dyn ArtifactStore>, StoreBackend) = match kind {
             StoreKind::S3 => {
                 let server = S3sServer::start();
-                let mut settings = S3Settings::new(BUCKET, format!("{PREFIX}/"));
-                settings.endpoint_url = Some(server.endpoint());
-                settings.region = Some("us-east-1".into());
-                settings.force_path_style = true;
-                settings.credentials = Some(StaticCredentials {
-                    access_key_id: ACCESS_KEY.into(),
-                    secret_access_key: SecretString::new(SECRET_KEY),
-                });
-                settings.retry = RetryPolicy {
-                    max_attempts: 3,
-                    base_delay: Duration::from_millis(20),
-                    max_delay: Duration::from_millis(200),
-                    attempt_timeout: Duration::from_secs(60),
-                    deadline: Duration::from_secs(120),
-                };
+                let settings = server.settings(&format!("{PREFIX}/"));
                 let store = S3Store::connect(settings).await.expect("connect to s3s-fs");
                 (Arc::new(store), StoreBackend::S3(server))
             }
