@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::archive;
 use crate::device::{ComputeDevice, DeviceChoice};
+use crate::drift::TrainingStats;
 use crate::error::{MlError, Result};
 use crate::metrics::EpochMetrics;
 use crate::model::{Architecture, Network};
@@ -68,6 +69,10 @@ pub struct ModelMeta {
     pub lineage: Lineage,
     /// Number of scalar weights.
     pub parameters: u64,
+    /// The training split's distribution of each named input, for drift monitoring (absent
+    /// for tensor inputs and for bundles written before Kiln recorded it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub training_stats: Option<TrainingStats>,
 }
 
 /// A trained model as bytes and metadata.
@@ -214,6 +219,32 @@ impl LoadedModel {
             }
         }
         results.into_iter().map(|r| r.expect("every row has a result")).collect()
+    }
+
+    /// Runs rows already encoded by [`Preprocessor::encode_rows`] (row-major, `rows ×
+    /// width`) through the network: serving validates and encodes on its request threads and
+    /// batches only the forward pass.
+    ///
+    /// [`Preprocessor::encode_rows`]: crate::Preprocessor::encode_rows
+    pub fn predict_features(&self, features: &[f32], rows: usize) -> Result<Vec<Prediction>> {
+        let width = self.meta.preprocessing.input.width();
+        if features.len() != rows * width {
+            return Err(MlError::Inference(format!(
+                "{} features for {rows} rows of width {width}",
+                features.len()
+            )));
+        }
+        self.forward(features, rows)
+    }
+
+    /// Runs forward passes of 1 and `batch` rows of zeros, so that the first real request
+    /// does not pay for libtorch's lazy initialisation.
+    pub fn warm_up(&self, batch: usize) -> Result<()> {
+        let width = self.meta.preprocessing.input.width();
+        for rows in [1, batch.max(1)] {
+            self.forward(&vec![0f32; rows * width], rows)?;
+        }
+        Ok(())
     }
 
     fn encode(&self, row: &Map<String, Value>, index: usize, out: &mut [f32]) -> Result<()> {

@@ -19,7 +19,9 @@
 //!   weights as an uninterrupted one.
 //! - **Model bundles** ([`ModelBundle`]): weights (safetensors) plus `model.json` with the
 //!   architecture, the fitted preprocessing, the input schema, metrics and lineage; a
-//!   [`LoadedModel`] predicts from raw JSON rows, one at a time or batched.
+//!   [`LoadedModel`] predicts from raw JSON rows, one at a time or batched. Bundles also
+//!   carry the training split's input distribution ([`TrainingStats`]), against which
+//!   serving measures drift (population stability index).
 //! - **Devices** ([`DeviceChoice`]): CUDA when present, CPU otherwise, or an explicit choice.
 //!
 //! Errors ([`MlError`]) separate the user's mistakes (bad data, a spec that does not fit the
@@ -35,6 +37,7 @@ mod bundle;
 mod checkpoint;
 mod dataset;
 mod device;
+mod drift;
 mod error;
 mod metrics;
 mod model;
@@ -43,6 +46,8 @@ mod optim;
 mod prepare;
 mod rng;
 mod tensors;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod train;
 
 pub use bundle::{FinalMetrics, Lineage, LoadedModel, ModelBundle, ModelMeta, Prediction};
@@ -51,10 +56,13 @@ pub use dataset::{Dataset, DatasetFormat, sha256_hex};
 pub use device::{
     ComputeDevice, DeviceChoice, cuda_available, cuda_device_count, num_threads, set_num_threads,
 };
+pub use drift::{FeatureDrift, FeatureStats, NUMERIC_BINS, PSI_FLOOR, TrainingStats};
 pub use error::{MlError, Result};
 pub use metrics::EpochMetrics;
 pub use model::Architecture;
-pub use prepare::{ColumnEncoding, InputEncoding, Prepared, Preprocessor, TargetEncoding, prepare};
+pub use prepare::{
+    ColumnEncoding, InputEncoding, InputProblem, Prepared, Preprocessor, TargetEncoding, prepare,
+};
 pub use train::{
     NoObserver, StepProgress, StopReason, TrainObserver, TrainOptions, TrainOutcome, TrainedModel,
     train,

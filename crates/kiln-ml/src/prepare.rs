@@ -78,7 +78,7 @@ impl<'a> Raw<'a> {
         if is_missing_token(cell) { Raw::Missing } else { Raw::Text(cell) }
     }
 
-    fn from_json(value: Option<&'a Value>) -> Result<Raw<'a>, String> {
+    pub(crate) fn from_json(value: Option<&'a Value>) -> Result<Raw<'a>, String> {
         match value {
             None | Some(Value::Null) => Ok(Raw::Missing),
             Some(Value::Number(n)) => Ok(n.as_f64().map_or(Raw::Missing, Raw::Number)),
@@ -90,7 +90,7 @@ impl<'a> Raw<'a> {
     }
 }
 
-fn parse_number(s: &str) -> Option<f64> {
+pub(crate) fn parse_number(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|x| x.is_finite())
 }
 
@@ -163,7 +163,7 @@ fn missing_message() -> String {
     "missing value (set \"preprocessing\": {\"missing\": \"impute\"} to fill it)".into()
 }
 
-fn format_number(x: f64) -> String {
+pub(crate) fn format_number(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { x.to_string() }
 }
 
@@ -207,8 +207,8 @@ impl InputEncoding {
         }
     }
 
-    /// Encodes JSON rows (`instances`) into `out` (`rows.len() * width()` long); the error
-    /// names the instance and field.
+    /// Encodes one JSON row (an instance) into `out` (`width()` long); the error names the
+    /// instance and its first bad field.
     pub(crate) fn encode_json(
         &self,
         row: &Map<String, Value>,
@@ -216,40 +216,90 @@ impl InputEncoding {
         impute: bool,
         out: &mut [f32],
     ) -> Result<()> {
-        let bad = |field: &str, message: String| MlError::Input {
-            index,
-            field: field.to_owned(),
-            message,
-        };
+        let mut first = None;
+        self.encode_json_each(row, impute, out, &mut |field, message| {
+            if first.is_none() {
+                first = Some(MlError::Input { index, field: field.to_owned(), message });
+            }
+        });
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Encodes one JSON row, reporting every bad field (not only the first) to `bad`.
+    fn encode_json_each(
+        &self,
+        row: &Map<String, Value>,
+        impute: bool,
+        out: &mut [f32],
+        bad: &mut dyn FnMut(&str, String),
+    ) {
         match self {
             InputEncoding::Columns { columns } => {
                 let mut at = 0;
                 for column in columns {
                     let width = column.width();
-                    let raw = Raw::from_json(row.get(column.name()))
-                        .map_err(|m| bad(column.name(), m))?;
-                    column
-                        .encode(raw, impute, false, &mut out[at..at + width])
-                        .map_err(|m| bad(column.name(), m))?;
+                    let encoded = Raw::from_json(row.get(column.name())).and_then(|raw| {
+                        column.encode(raw, impute, false, &mut out[at..at + width])
+                    });
+                    if let Err(message) = encoded {
+                        bad(column.name(), message);
+                    }
                     at += width;
                 }
             }
             InputEncoding::Tensor { field, shape, shift, scale } => {
-                let value = row.get(field).ok_or_else(|| {
-                    bad(field, format!("missing; expected an array of shape {shape:?}"))
-                })?;
+                let Some(value) = row.get(field) else {
+                    bad(field, format!("missing; expected an array of shape {shape:?}"));
+                    return;
+                };
                 let mut at = 0;
-                flatten_numbers(value, out, &mut at).map_err(|m| bad(field, m))?;
-                if at != out.len() {
-                    return Err(bad(
+                if let Err(message) = flatten_numbers(value, out, &mut at) {
+                    bad(field, message);
+                } else if at != out.len() {
+                    bad(
                         field,
                         format!("has {at} numbers; expected {} (shape {shape:?})", out.len()),
-                    ));
+                    );
+                } else {
+                    standardise(out, shape, shift, scale);
                 }
-                standardise(out, shape, shift, scale);
             }
         }
-        Ok(())
+    }
+}
+
+/// One bad field of one instance, found by [`Preprocessor::encode_rows`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputProblem {
+    /// The instance's position in the request.
+    pub index: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl Preprocessor {
+    /// Encodes raw JSON rows into one row-major feature matrix (`rows.len() * width`), the
+    /// model's input, exactly as training encoded its rows. On bad input it answers every
+    /// offending field of every instance (up to `max_problems`), so a client can fix a
+    /// request in one round trip. Fields the model does not use are ignored.
+    pub fn encode_rows(
+        &self,
+        rows: &[Map<String, Value>],
+        max_problems: usize,
+    ) -> std::result::Result<Vec<f32>, Vec<InputProblem>> {
+        let width = self.input.width();
+        let mut features = vec![0f32; rows.len() * width];
+        let mut problems = Vec::new();
+        for (index, (row, out)) in
+            rows.iter().zip(features.chunks_exact_mut(width.max(1))).enumerate()
+        {
+            self.input.encode_json_each(row, self.impute_missing, out, &mut |field, message| {
+                if problems.len() < max_problems {
+                    problems.push(InputProblem { index, field: field.to_owned(), message });
+                }
+            });
+        }
+        if problems.is_empty() { Ok(features) } else { Err(problems) }
     }
 }
 

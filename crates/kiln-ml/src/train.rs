@@ -14,11 +14,12 @@ use uuid::Uuid;
 use crate::bundle::{FinalMetrics, Lineage, LoadedModel, ModelBundle, ModelMeta};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, EarlyStopping};
 use crate::device::{ComputeDevice, DeviceChoice};
+use crate::drift::TrainingStats;
 use crate::error::{MlError, Result};
 use crate::metrics::{self, EpochMetrics};
 use crate::model::{Architecture, Network};
 use crate::optim::Optimizer;
-use crate::prepare::{Prepared, Split, TargetEncoding};
+use crate::prepare::{InputEncoding, Prepared, Split, TargetEncoding};
 use crate::rng::{self, SplitMix64, stream};
 use crate::tensors;
 
@@ -300,6 +301,7 @@ pub fn train(
         metrics: final_metrics.clone(),
         lineage: lineage(spec, prepared, options, device),
         parameters: network.named_parameters().iter().map(|(_, t)| t.numel() as u64).sum(),
+        training_stats: training_stats(prepared)?,
     };
     let bundle = ModelBundle::new(meta.clone(), &network, options.script.clone())?;
     Ok(TrainOutcome::Completed(Box::new(TrainedModel {
@@ -308,6 +310,16 @@ pub fn train(
         history: state.history,
         model: LoadedModel::new(network, meta, device),
     })))
+}
+
+/// The training split's input distribution, for serving's drift monitor.
+fn training_stats(prepared: &Prepared) -> Result<Option<TrainingStats>> {
+    let input = &prepared.preprocessor.input;
+    if !matches!(input, InputEncoding::Columns { .. }) {
+        return Ok(None);
+    }
+    let features = Vec::<f32>::try_from(prepared.train.x.f_flatten(0, -1)?)?;
+    Ok(TrainingStats::from_encoded(input, &features, prepared.train_len()))
 }
 
 fn lineage(

@@ -78,6 +78,9 @@ pub struct ObjectInfo {
 pub struct ObjectMeta {
     pub key: Key,
     pub size: u64,
+    /// When the object was last written, where the backend reports it (listings; garbage
+    /// collection's grace period depends on it).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// One page of a listing. Pass `next` back to get the following page; `None` means done.

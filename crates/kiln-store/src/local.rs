@@ -227,7 +227,7 @@ impl ArtifactStore for LocalStore {
         if !meta.is_file() {
             return Err(StoreError::new(ErrorKind::NotFound, format!("{key} is not an object")));
         }
-        Ok(ObjectMeta { key: key.clone(), size: meta.len() })
+        Ok(ObjectMeta { key: key.clone(), size: meta.len(), modified: meta.modified().ok() })
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
@@ -286,9 +286,9 @@ fn list_dir(root: &Path, prefix: &str, after: Option<&str>) -> Result<ListPage> 
     walk(root, String::new(), prefix, &mut keys)?;
     keys.sort_by(|a, b| a.0.cmp(&b.0));
     let mut objects = Vec::new();
-    let mut remaining = keys.into_iter().filter(|(k, _)| after.is_none_or(|a| k.as_str() > a));
-    for (key, size) in remaining.by_ref() {
-        objects.push(ObjectMeta { key: Key::parse(key)?, size });
+    let mut remaining = keys.into_iter().filter(|(k, _, _)| after.is_none_or(|a| k.as_str() > a));
+    for (key, size, modified) in remaining.by_ref() {
+        objects.push(ObjectMeta { key: Key::parse(key)?, size, modified });
         if objects.len() == PAGE_SIZE {
             break;
         }
@@ -300,7 +300,10 @@ fn list_dir(root: &Path, prefix: &str, after: Option<&str>) -> Result<ListPage> 
     Ok(ListPage { objects, next })
 }
 
-fn walk(dir: &Path, rel: String, prefix: &str, out: &mut Vec<(String, u64)>) -> Result<()> {
+/// One listed file: key, size, modification time.
+type Listed = (String, u64, Option<std::time::SystemTime>);
+
+fn walk(dir: &Path, rel: String, prefix: &str, out: &mut Vec<Listed>) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -320,8 +323,8 @@ fn walk(dir: &Path, rel: String, prefix: &str, out: &mut Vec<(String, u64)>) -> 
             }
         } else if file_type.is_file() && key.starts_with(prefix) && Key::parse(key.clone()).is_ok()
         {
-            let size = entry.metadata().map_err(|err| StoreError::io(key.clone(), err))?.len();
-            out.push((key, size));
+            let meta = entry.metadata().map_err(|err| StoreError::io(key.clone(), err))?;
+            out.push((key, meta.len(), meta.modified().ok()));
         }
     }
     Ok(())

@@ -813,7 +813,7 @@ impl ArtifactStore for S3Store {
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         let size = self.head_full(&self.full_key(key)).await?;
-        Ok(ObjectMeta { key: key.clone(), size })
+        Ok(ObjectMeta { key: key.clone(), size, modified: None })
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
@@ -842,7 +842,13 @@ impl ArtifactStore for S3Store {
                 let key = object.key()?.strip_prefix(&self.settings.prefix)?;
                 // Staging objects and foreign names that are not keys are not ours to show.
                 let key = Key::parse(key).ok()?;
-                Some(ObjectMeta { key, size: object.size().unwrap_or_default().max(0) as u64 })
+                Some(ObjectMeta {
+                    key,
+                    size: object.size().unwrap_or_default().max(0) as u64,
+                    modified: object
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                })
             })
             .collect();
         let next =

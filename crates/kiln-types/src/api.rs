@@ -318,3 +318,221 @@ pub struct Alias {
     /// The version the alias pointed at before, if any.
     pub previous_version: Option<i32>,
 }
+
+/// Dynamic batching of a deployment: requests are gathered until `max_batch_size` rows or
+/// `max_wait_ms` have passed, then run as one forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// Rows per forward pass, 1 to 4096 (1 turns batching off). Default 64.
+    #[serde(default = "Batching::default_max_batch_size")]
+    pub max_batch_size: u32,
+    /// How long the first request of a batch waits for others, 0 to 1000 ms. Default 2.
+    #[serde(default = "Batching::default_max_wait_ms")]
+    pub max_wait_ms: u32,
+}
+
+impl Batching {
+    pub const MAX_BATCH_SIZE: u32 = 4096;
+    pub const MAX_WAIT_MS: u32 = 1000;
+
+    fn default_max_batch_size() -> u32 {
+        64
+    }
+
+    fn default_max_wait_ms() -> u32 {
+        2
+    }
+
+    /// Field problems, as `(path, message)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !(1..=Self::MAX_BATCH_SIZE).contains(&self.max_batch_size) {
+            out.push((
+                "batching.max_batch_size".to_owned(),
+                format!("must be 1 to {}", Self::MAX_BATCH_SIZE),
+            ));
+        }
+        if self.max_wait_ms > Self::MAX_WAIT_MS {
+            out.push((
+                "batching.max_wait_ms".to_owned(),
+                format!("must be 0 to {}", Self::MAX_WAIT_MS),
+            ));
+        }
+        out
+    }
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_batch_size: Self::default_max_batch_size(),
+            max_wait_ms: Self::default_max_wait_ms(),
+        }
+    }
+}
+
+/// `POST /v1/deployments`: serve a model, following an alias (`production`) or pinned to a
+/// version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    /// Lowercase letters, digits and '-', 1 to 63 characters, starting with a letter or digit.
+    pub name: String,
+    /// A registered model of the caller's team.
+    pub model: String,
+    /// Follow this alias: moving it rolls the deployment to the new version.
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// Or serve exactly this version.
+    #[serde(default)]
+    pub version: Option<i32>,
+    #[serde(default)]
+    pub batching: Option<Batching>,
+}
+
+/// One version's share of a deployment's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSplit {
+    pub version: i32,
+    /// Relative weight, 0 to 1000; the shares are `weight / sum of weights`.
+    pub weight: u32,
+}
+
+/// `PATCH /v1/deployments/{name}`: a canary split, a rollback, or new batching. An empty
+/// `traffic` list sends everything to the deployment's alias or pinned version again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDeployment {
+    #[serde(default)]
+    pub traffic: Option<Vec<TrafficSplit>>,
+    #[serde(default)]
+    pub batching: Option<Batching>,
+}
+
+/// A version loaded by the answering process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoadedVersion {
+    pub version: i32,
+    pub bundle_sha256: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Requests waiting for this version's inference thread.
+    pub queue_depth: u64,
+    pub loaded_at: DateTime<Utc>,
+}
+
+/// A deployment, with what the answering process has loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    pub id: Uuid,
+    pub name: String,
+    pub model: String,
+    /// The alias it follows, if any.
+    pub alias: Option<String>,
+    /// The version it is pinned to, if any.
+    pub version: Option<i32>,
+    /// `ready` (serving), `loading`, or `unavailable` (the alias points nowhere, or the
+    /// bundle failed to load; `error` says why).
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The effective split: the explicit one, or 100% to the alias's or pinned version.
+    pub traffic: Vec<TrafficSplit>,
+    pub batching: Batching,
+    pub versions_loaded: Vec<LoadedVersion>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /v1/deployments/{name}/predict`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PredictRequest {
+    /// Raw rows, feature name → value (tensor models: `{"x": [[...]]}`); the bundle's own
+    /// preprocessing is applied.
+    pub instances: Vec<serde_json::Map<String, Value>>,
+}
+
+/// One prediction: a label with class probabilities, or a value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Prediction {
+    Class { label: String, probabilities: BTreeMap<String, f64> },
+    Value { value: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PredictResponse {
+    pub predictions: Vec<Prediction>,
+    /// The version that answered.
+    pub model_version: i32,
+    pub deployment: String,
+}
+
+/// One feature's drift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FeatureDriftReport {
+    pub feature: String,
+    /// Population stability index of recent inputs against the training split.
+    pub psi: f64,
+    /// `psi > threshold`.
+    pub drifted: bool,
+    /// Recent rows with a usable value for the feature.
+    pub rows: u64,
+    /// Recent rows where a numeric feature was missing.
+    pub missing: u64,
+}
+
+/// `GET /v1/deployments/{name}/drift`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DriftReport {
+    pub deployment: String,
+    /// The version whose training statistics the inputs were compared with.
+    pub model_version: i32,
+    /// Recent sampled rows compared.
+    pub window: u64,
+    pub threshold: f64,
+    pub drifted: bool,
+    pub features: Vec<FeatureDriftReport>,
+}
+
+/// `POST /v1/admin/artifacts/gc`: reference-counted garbage collection of the artifact store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    /// Delete the candidates; without it, a dry run that only reports them.
+    #[serde(default)]
+    pub apply: bool,
+    /// Objects younger than this are never collected (an upload whose row is not written
+    /// yet looks unreferenced). Default 86,400 (a day); at least 60.
+    #[serde(default = "GcRequest::default_grace")]
+    pub grace_seconds: u64,
+}
+
+impl GcRequest {
+    fn default_grace() -> u64 {
+        86_400
+    }
+}
+
+/// What a garbage collection found (and deleted, when applied).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GcReport {
+    pub applied: bool,
+    pub grace_seconds: u64,
+    /// Objects listed in the store.
+    pub scanned: u64,
+    /// Of those, still referenced by a dataset, job or model version.
+    pub referenced: u64,
+    /// Unreferenced but younger than the grace period.
+    pub too_young: u64,
+    /// Unreferenced and older than the grace period.
+    pub candidates: u64,
+    pub candidate_bytes: u64,
+    /// Candidates deleted (0 on a dry run).
+    pub deleted: u64,
+    /// Up to 100 candidate keys, for review.
+    pub sample: Vec<String>,
+}

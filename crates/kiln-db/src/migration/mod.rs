@@ -11,10 +11,16 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(SqlMigration {
-            name: "m0001_initial",
-            sql: include_str!("m0001_initial.sql"),
-        })]
+        vec![
+            Box::new(SqlMigration {
+                name: "m0001_initial",
+                sql: include_str!("m0001_initial.sql"),
+            }),
+            Box::new(SqlMigration {
+                name: "m0002_serving",
+                sql: include_str!("m0002_serving.sql"),
+            }),
+        ]
     }
 }
 

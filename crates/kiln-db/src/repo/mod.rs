@@ -4,8 +4,10 @@
 //! Team scoping lives here too: every function that reads a team resource takes the team
 //! id and filters on it, so a handler cannot forget to.
 
+pub mod artifacts;
 pub mod audit;
 pub mod datasets;
+pub mod deployments;
 pub mod models;
 pub mod runs;
 pub mod teams;
