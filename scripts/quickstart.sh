@@ -5,7 +5,8 @@
 #   (unless KILN_ARTIFACT_STORE is set), build, migrate, bootstrap an admin, create a team and
 #   tokens, start kiln-api and kiln-worker in the background (logs in .kiln/logs), upload the
 #   bundled Iris data, train a model and follow it to the end, register it and point
-#   `production` at it, then print what to do next.
+#   `production` at it, deploy it behind a batching prediction endpoint, run predictions,
+#   then print what to do next.
 #
 #   scripts/quickstart.sh            run (again: reuses what is there)
 #   scripts/quickstart.sh --stop     stop what it started
@@ -14,7 +15,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$KILN_ROOT"
 
-state="$KILN_ROOT/.kiln"
+# KILN_QUICKSTART_STATE moves everything it keeps (scripts/test.sh runs it in a temp dir).
+state="${KILN_QUICKSTART_STATE:-$KILN_ROOT/.kiln}"
 mkdir -p "$state/logs" "$state/run"
 profile=debug
 for arg in "$@"; do
@@ -88,7 +90,7 @@ start() {
   echo $! >"$state/run/$name.pid"
   kiln_log "started $name (pid $!, log .kiln/logs/$name.log)"
 }
-start kiln-api
+KILN_SERVING_CACHE_DIR="$state/serving-cache" start kiln-api
 kiln_wait_http "$KILN_API_URL/readyz" 120 || { tail -n 30 "$state/logs/kiln-api.log" >&2; exit 1; }
 KILN_WORKER_CACHE_DIR="$state/worker-cache" start kiln-worker
 
@@ -114,8 +116,17 @@ accuracy=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"]["v
 version=$(curl -fsS -H "Authorization: Bearer $KILN_TOKEN" -H 'content-type: application/json' \
   -d "{\"job_id\": \"$job_id\"}" "$KILN_API_URL/v1/models/iris/versions" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
-curl -fsS -X PUT -H "Authorization: Bearer $KILN_TOKEN" -H 'content-type: application/json' \
-  -d "{\"version\": $version}" "$KILN_API_URL/v1/models/iris/aliases/production" >/dev/null
+kiln models alias iris production "$version" >/dev/null
+
+# 7. Serving: a deployment that follows `production` (moving the alias rolls it), then
+#    predictions from raw rows.
+if ! kiln deployments show iris >/dev/null 2>&1; then
+  kiln_log "deploying iris@production"
+  kiln deployments create iris --model iris --alias production >/dev/null
+fi
+kiln_log "predicting (kiln predict iris --instances examples/iris-instances.json)"
+kiln predict iris --instances examples/iris-instances.json | tee "$state/predictions.txt"
+grep -q "answered by iris version $version" "$state/predictions.txt"
 
 cat <<SUMMARY
 
@@ -127,7 +138,8 @@ Kiln is running.
 
 What it did: uploaded Iris (dataset $dataset_id), trained job $job_id
 (validation accuracy $accuracy), registered it as model iris version $version and pointed
-alias production at it.
+alias production at it, deployed it as `iris` (following production) and ran the
+predictions above through it.
 
 Continue by hand:
   export KILN_API_URL=$KILN_API_URL
@@ -136,6 +148,10 @@ Continue by hand:
   $bin/kiln jobs logs $job_id
   curl -s -H "Authorization: Bearer \$KILN_TOKEN" $KILN_API_URL/v1/jobs/$job_id/metrics
   curl -s -H "Authorization: Bearer \$KILN_TOKEN" $KILN_API_URL/v1/models/iris/versions
+  $bin/kiln deployments show iris
+  curl -s -H "Authorization: Bearer \$KILN_TOKEN" -H 'content-type: application/json' \
+    -d '{"instances": [{"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}]}' \
+    $KILN_API_URL/v1/deployments/iris/predict
   # admin token: .kiln/admin-token  (kiln queue stats, kiln workers list)
 Stop everything: scripts/quickstart.sh --stop
 SUMMARY

@@ -28,6 +28,23 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 kiln_log "cargo test"
 results=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$results"
+# The README's command one, against the debug builds just tested, twice (a second run must
+# reuse what the first started), in a temp dir with its own PostgreSQL and ports.
+kiln_log "quickstart (twice), then --stop"
+qs_state=$(mktemp -d)
+qs_env=(KILN_QUICKSTART_STATE="$qs_state" KILN_QUICKSTART_PG_PORT="$(kiln_free_port)"
+        KILN_API_BIND="127.0.0.1:$(kiln_free_port)")
+for run in 1 2; do
+  if ! env "${qs_env[@]}" bash scripts/quickstart.sh >"$qs_state/run-$run.txt" 2>&1; then
+    cat "$qs_state/run-$run.txt"; tail -n 40 "$qs_state"/logs/*.log
+    env "${qs_env[@]}" bash scripts/quickstart.sh --stop; exit 1
+  fi
+done
+grep -q "answered by iris version 2" "$qs_state/run-2.txt" || { cat "$qs_state/run-2.txt"; exit 1; }
+env "${qs_env[@]}" bash scripts/quickstart.sh --stop
+rm -rf "$qs_state"
+kiln_log "quickstart: ok"
+
 kiln_log "schemathesis against the running kiln-api"
 bash scripts/schemathesis.sh
 

@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_api::Application;
-use kiln_api::metrics::Metrics;
+use kiln_api::serving::ServingArgs;
 use kiln_api::state::{AppState, Limits};
 use kiln_db::repo::{teams, tokens};
 use kiln_db::testing::{admin_url, fresh_database, replace_database};
-use kiln_queue::{Queue, QueueConfig};
 use kiln_types::Role;
 use serde_json::{Value, json};
 
@@ -86,13 +85,12 @@ async fn main() {
     let token =
         tokens::issue(&test.db, Some(team.id), Role::Member, "bench", None).await.unwrap().secret;
     let artifacts = tempfile::tempdir().unwrap();
-    let state = AppState {
-        store: kiln_store::open_local(artifacts.path()).await.unwrap(),
-        queue: Queue::new(&test.db, QueueConfig::default()),
-        db: test.db.clone(),
-        metrics: Metrics::new(),
-        limits: Limits { json_bytes: 8 << 20, upload_bytes: 1 << 20 },
-    };
+    let state = AppState::new(
+        test.db.clone(),
+        kiln_store::open_local(artifacts.path()).await.unwrap(),
+        Limits { json_bytes: 8 << 20, upload_bytes: 1 << 20 },
+        ServingArgs::defaults(),
+    );
     let app =
         Application::from_state(state, TcpListener::bind("127.0.0.1:0").unwrap(), Some(2)).unwrap();
     let kiln = format!("http://127.0.0.1:{}", app.port());

@@ -8,7 +8,10 @@
 //!
 //! Layout: [`startup`] builds the server (tests start it on port 0), [`auth`] authenticates
 //! and checks roles, [`error`] maps every failure to the JSON body, [`routes`] holds one
-//! module per resource, [`openapi`] the generated document, [`metrics`] Prometheus.
+//! module per resource, [`openapi`] the generated document, [`metrics`] Prometheus,
+//! [`serving`] the deployments loaded into this process (batching inference threads, the
+//! bundle cache, prediction samples). `kiln-api --serving-only` runs a replica that serves
+//! only predictions, reading the same registry.
 
 pub mod auth;
 pub mod error;
@@ -16,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod routes;
+pub mod serving;
 pub mod startup;
 pub mod state;
 pub mod validate;

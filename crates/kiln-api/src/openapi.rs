@@ -6,7 +6,9 @@ use std::sync::LazyLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, audit, datasets, health, jobs, models, runs, submit, teams, tokens};
+use crate::routes::{
+    admin, audit, datasets, deployments, health, jobs, models, runs, submit, teams, tokens,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,8 +22,10 @@ use crate::routes::{admin, audit, datasets, health, jobs, models, runs, submit, 
         submit::submit, jobs::list, jobs::get, jobs::cancel, jobs::retry, jobs::metrics, jobs::logs,
         runs::create, runs::list, runs::log_metrics, runs::metrics, runs::finish,
         models::register, models::list, models::versions, models::set_alias, models::bundle,
+        deployments::create, deployments::list, deployments::get, deployments::patch,
+        deployments::delete, deployments::predict, deployments::drift,
         audit::list,
-        admin::queue_stats, admin::workers,
+        admin::queue_stats, admin::workers, admin::artifacts_gc,
     ),
     components(schemas(kiln_types::api::ErrorBody, kiln_types::api::ErrorDetail, jobs::LogsPage)),
     modifiers(&BearerAuth),

@@ -7,10 +7,9 @@ use actix_web::dev::Server;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use kiln_db::DbArgs;
-use kiln_queue::{Queue, QueueConfig};
 
 use crate::error::{self, extractors};
-use crate::metrics::Metrics;
+use crate::serving::ServingArgs;
 use crate::state::{AppState, Limits};
 
 /// Settings of `kiln-api` (every flag is also an environment variable).
@@ -32,6 +31,8 @@ pub struct ApiArgs {
     /// Largest dataset upload accepted, in bytes.
     #[arg(long = "max-upload-bytes", env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+    #[command(flatten)]
+    pub serving: ServingArgs,
 }
 
 /// A built server, bound and ready to run.
@@ -59,13 +60,12 @@ impl Application {
             pending.join(", ")
         );
         let store = kiln_store::open(&args.store).await?;
-        let state = AppState {
-            store,
-            queue: Queue::new(&db, QueueConfig::default()),
+        let state = AppState::new(
             db,
-            metrics: Metrics::new(),
-            limits: Limits { json_bytes: args.max_json_bytes, upload_bytes: args.max_upload_bytes },
-        };
+            store,
+            Limits { json_bytes: args.max_json_bytes, upload_bytes: args.max_upload_bytes },
+            args.serving.clone(),
+        );
         let listener = TcpListener::bind(&args.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.bind))?;
         Self::from_state(state, listener, args.workers)
@@ -79,6 +79,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let state = web::Data::new(state);
         let json_limit = state.limits.json_bytes;
+        let serving_only = state.serving.args().serving_only;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -90,7 +91,7 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(error::json_error_bodies))
                 .wrap(from_fn(crate::validate::refuse_nul_in_url))
                 .wrap(from_fn(crate::metrics::record))
-                .configure(crate::routes::configure)
+                .configure(|cfg| crate::routes::configure(cfg, serving_only))
                 .default_service(web::to(error::unknown_route))
         })
         .listen(listener)?;

@@ -1,12 +1,14 @@
-//! What every handler shares: the database, the queue and settings. No request state lives
-//! in the process: any number of replicas can run behind a load balancer.
+//! What every handler shares: the database, the queue, settings, and serving's loaded
+//! models. No request state lives in the process: any number of replicas can run behind a
+//! load balancer.
 
 use std::sync::Arc;
 
-use kiln_queue::Queue;
+use kiln_queue::{Queue, QueueConfig};
 use kiln_store::ArtifactStore;
 
 use crate::metrics::Metrics;
+use crate::serving::{Serving, ServingArgs};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -16,6 +18,9 @@ pub struct AppState {
     pub store: Arc<dyn ArtifactStore>,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// Deployments loaded into this process (the only in-process state: a cache of what
+    /// PostgreSQL says should be served, rebuilt by every replica on its own).
+    pub serving: Serving,
 }
 
 /// Request size limits.
@@ -25,4 +30,26 @@ pub struct Limits {
     pub json_bytes: usize,
     /// Largest dataset upload accepted.
     pub upload_bytes: u64,
+}
+
+impl AppState {
+    /// The state of one API process: metrics, the queue, and serving (whose background
+    /// tasks start on the current tokio runtime).
+    pub fn new(
+        db: kiln_db::Db,
+        store: Arc<dyn ArtifactStore>,
+        limits: Limits,
+        serving: ServingArgs,
+    ) -> Self {
+        let metrics = Metrics::new();
+        let serving = Serving::start(serving, db.clone(), store.clone(), &metrics.registry);
+        AppState {
+            queue: Queue::new(&db, QueueConfig::default()),
+            db,
+            store,
+            metrics,
+            limits,
+            serving,
+        }
+    }
 }

@@ -64,6 +64,19 @@ pub enum Command {
     /// The model registry.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Serve models: create deployments, split traffic, show status and drift.
+    #[command(subcommand)]
+    Deployments(DeploymentsCommand),
+    /// Send instances (a JSON file) to a deployment and print the predictions.
+    Predict {
+        deployment: String,
+        /// `{"instances": [...]}` or a bare array of instances; `-` for stdin.
+        #[arg(long)]
+        instances: PathBuf,
+    },
+    /// The artifact store.
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
     /// Check PostgreSQL, migrations, the API and the workers, one line each.
     Doctor(DoctorArgs),
     /// Print shell completions.
@@ -186,6 +199,66 @@ pub enum ModelsCommand {
         alias: String,
         #[arg(value_name = "VERSION")]
         model_version: i32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentsCommand {
+    /// Serve a model, following an alias or pinned to a version.
+    // `--version` here is the model version, not kiln's own.
+    #[command(disable_version_flag = true)]
+    Create {
+        name: String,
+        #[arg(long)]
+        model: String,
+        /// Follow this alias (moving it rolls the deployment).
+        #[arg(long, conflicts_with = "model_version", required_unless_present = "model_version")]
+        alias: Option<String>,
+        /// Serve exactly this version.
+        #[arg(long = "version", value_name = "VERSION")]
+        model_version: Option<i32>,
+        /// Rows per forward pass (1 turns batching off).
+        #[arg(long, default_value_t = 64)]
+        max_batch_size: u32,
+        /// How long a request waits for others to batch with, in ms.
+        #[arg(long, default_value_t = 2)]
+        max_wait_ms: u32,
+    },
+    /// Split traffic between versions by weight (`1=90 2=10`); no pairs: everything to the
+    /// alias or pinned version again.
+    Traffic {
+        name: String,
+        #[arg(value_name = "VERSION=WEIGHT")]
+        splits: Vec<String>,
+    },
+    /// Status, traffic and the versions loaded.
+    Show { name: String },
+    /// List deployments.
+    List,
+    /// Stop serving a deployment.
+    Delete { name: String },
+    /// Per-feature drift (population stability index) of recent inputs.
+    Drift {
+        name: String,
+        /// Recent sampled rows to compare.
+        #[arg(long, default_value_t = 1000)]
+        window: u64,
+        /// PSI above which a feature is flagged.
+        #[arg(long, default_value_t = 0.2)]
+        threshold: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// Delete blobs no dataset, checkpoint or model version refers to, older than the grace
+    /// period. A dry run unless --apply.
+    Gc {
+        #[arg(long)]
+        apply: bool,
+        /// Never collect objects younger than this many hours.
+        #[arg(long, default_value_t = 24.0)]
+        grace_hours: f64,
     },
 }
 

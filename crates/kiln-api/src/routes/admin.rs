@@ -1,7 +1,11 @@
-//! Operator routes (admin only): queue statistics and the worker fleet.
+//! Operator routes (admin only): queue statistics, the worker fleet, and garbage
+//! collection of the artifact store.
+
+use std::time::{Duration, SystemTime};
 
 use actix_web::web;
-use kiln_types::api::{QueueCount, QueueStats, RunningLease, Worker};
+use kiln_types::api::{GcReport, GcRequest, QueueCount, QueueStats, RunningLease, Worker};
+use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -65,4 +69,84 @@ pub async fn workers(
             })
             .collect(),
     ))
+}
+
+/// Reference-counted garbage collection of the artifact store: objects that no dataset, job
+/// checkpoint, job result or model version refers to, older than the grace period. A dry
+/// run unless `apply`; pages through any number of objects.
+#[utoipa::path(post, path = "/v1/admin/artifacts/gc", tag = "admin", request_body = GcRequest,
+    responses((status = 200, body = GcReport), (status = 403, body = kiln_types::api::ErrorBody),
+              (status = 422, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn artifacts_gc(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<GcRequest>,
+) -> Result<web::Json<GcReport>, ApiError> {
+    caller.require_admin()?;
+    let request = body.into_inner();
+    if request.grace_seconds < 60 {
+        return Err(ApiError::validation([(
+            "grace_seconds".to_owned(),
+            "must be at least 60: younger objects may belong to an upload in progress".to_owned(),
+        )]));
+    }
+    // References first: an object referenced after this read is younger than the grace
+    // period (it was just written), so it is skipped below.
+    let referenced = kiln_db::repo::artifacts::referenced_keys(&state.db).await?;
+    let cutoff = SystemTime::now() - Duration::from_secs(request.grace_seconds);
+    let mut report = GcReport {
+        applied: request.apply,
+        grace_seconds: request.grace_seconds,
+        scanned: 0,
+        referenced: 0,
+        too_young: 0,
+        candidates: 0,
+        candidate_bytes: 0,
+        deleted: 0,
+        sample: Vec::new(),
+    };
+    let mut continuation = None;
+    loop {
+        let page = state.store.list("teams/", continuation).await?;
+        for object in page.objects {
+            report.scanned += 1;
+            if referenced.contains(object.key.as_str()) {
+                report.referenced += 1;
+                continue;
+            }
+            // Unknown age counts as young: never delete what we cannot date.
+            if object.modified.is_none_or(|m| m > cutoff) {
+                report.too_young += 1;
+                continue;
+            }
+            report.candidates += 1;
+            report.candidate_bytes += object.size;
+            if report.sample.len() < 100 {
+                report.sample.push(object.key.as_str().to_owned());
+            }
+            if request.apply {
+                state.store.delete(&object.key).await?;
+                report.deleted += 1;
+            }
+        }
+        match page.next {
+            Some(next) => continuation = Some(next),
+            None => break,
+        }
+    }
+    if request.apply {
+        caller
+            .audit(
+                &state.db,
+                None,
+                "artifacts.gc",
+                "artifact_store",
+                "teams/",
+                json!({"deleted": report.deleted, "bytes": report.candidate_bytes,
+                       "grace_seconds": report.grace_seconds}),
+            )
+            .await?;
+    }
+    Ok(web::Json(report))
 }

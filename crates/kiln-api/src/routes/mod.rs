@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod audit;
 pub mod datasets;
+pub mod deployments;
 pub mod health;
 pub mod jobs;
 pub mod models;
@@ -17,12 +18,27 @@ pub mod tokens;
 
 use actix_web::web;
 
-/// Mounts every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Mounts every route; a serving-only replica mounts health, metrics, the OpenAPI document
+/// and the deployment read, predict and drift routes (everything else answers 404).
+pub fn configure(cfg: &mut web::ServiceConfig, serving_only: bool) {
     cfg.service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))
         .service(web::resource("/metrics").get(health::metrics))
         .service(web::resource("/openapi.json").get(health::openapi))
+        .service(web::resource("/v1/deployments/{name}/predict").post(deployments::predict))
+        .service(web::resource("/v1/deployments/{name}/drift").get(deployments::drift));
+    if serving_only {
+        cfg.service(web::resource("/v1/deployments").get(deployments::list))
+            .service(web::resource("/v1/deployments/{name}").get(deployments::get));
+        return;
+    }
+    cfg.service(web::resource("/v1/deployments").post(deployments::create).get(deployments::list))
+        .service(
+            web::resource("/v1/deployments/{name}")
+                .get(deployments::get)
+                .patch(deployments::patch)
+                .delete(deployments::delete),
+        )
         .service(web::resource("/v1/teams").post(teams::create).get(teams::list))
         .service(web::resource("/v1/teams/{team_id}/tokens").post(tokens::create).get(tokens::list))
         .service(web::resource("/v1/tokens/{token_id}").delete(tokens::revoke))
@@ -47,5 +63,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/v1/models/{name}/aliases/{alias}").put(models::set_alias))
         .service(web::resource("/v1/audit").get(audit::list))
         .service(web::resource("/v1/admin/queue").get(admin::queue_stats))
-        .service(web::resource("/v1/admin/workers").get(admin::workers));
+        .service(web::resource("/v1/admin/workers").get(admin::workers))
+        .service(web::resource("/v1/admin/artifacts/gc").post(admin::artifacts_gc));
 }

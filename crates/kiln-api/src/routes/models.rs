@@ -190,7 +190,44 @@ pub async fn set_alias(
             json!({"version": version.version, "previous_version": previous_version}),
         )
         .await?;
+    if previous_version != Some(version.version) {
+        roll_out(&state, &caller, team, &model, &alias, version.version, previous_version).await?;
+    }
     Ok(web::Json(Alias { model: name, alias, version: version.version, previous_version }))
+}
+
+/// Rolls every deployment that follows the alias to its new version: this process loads and
+/// warms it before switching (other replicas within their sync period), and each rollout is
+/// audited.
+async fn roll_out(
+    state: &AppState,
+    caller: &Caller,
+    team: Uuid,
+    model: &models::Model,
+    alias: &str,
+    version: i32,
+    previous_version: Option<i32>,
+) -> Result<(), ApiError> {
+    if let Err(err) = state.serving.sync().await {
+        tracing::warn!(error = %err, "serving sync failed after an alias move; the periodic sync retries");
+    }
+    for live in state.serving.following(model.id, alias) {
+        let routing = live.routing();
+        caller
+            .audit(
+                &state.db,
+                Some(team),
+                "deployment.rollout",
+                "deployment",
+                &live.row.name,
+                json!({"model": model.name, "alias": alias, "version": version,
+                       "previous_version": previous_version,
+                       "serving": routing.routes.iter().map(|r| r.engine.version).collect::<Vec<_>>(),
+                       "error": routing.error}),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Download a version's model bundle (a zip of `model.json` and `model.safetensors`).

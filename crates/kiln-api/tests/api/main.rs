@@ -7,17 +7,17 @@ mod errors;
 mod jobs;
 mod openapi;
 mod runs;
+mod serving;
 mod teams;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
 use kiln_api::Application;
-use kiln_api::metrics::Metrics;
+use kiln_api::serving::ServingArgs;
 use kiln_api::state::{AppState, Limits};
 use kiln_db::repo::tokens;
 use kiln_db::testing::{TestDatabase, fresh_database};
-use kiln_queue::{Queue, QueueConfig};
 use kiln_store::S3Store;
 use kiln_store::testing::S3sServer;
 use kiln_types::Role;
@@ -34,6 +34,7 @@ pub struct TestApp {
     pub test: TestDatabase,
     pub admin: String,
     pub http: reqwest::Client,
+    _cache: tempfile::TempDir,
 }
 
 /// A team with a token for each role.
@@ -47,23 +48,29 @@ pub struct TestTeam {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(ServingArgs::defaults()).await
+}
+
+/// A server with its own serving settings (a private bundle cache unless one is given).
+pub async fn spawn_app_with(mut serving: ServingArgs) -> TestApp {
+    let cache = tempfile::tempdir().unwrap();
+    serving.cache_dir.get_or_insert_with(|| cache.path().to_owned());
     let test = fresh_database(10).await.expect("fresh database");
     let admin =
         tokens::issue(&test.db, None, Role::Admin, "test-admin", None).await.unwrap().secret;
     let s3 = S3sServer::start();
     let store = S3Store::connect(s3.settings("kiln")).await.expect("connect to s3s-fs");
-    let state = AppState {
-        store: Arc::new(store),
-        queue: Queue::new(&test.db, QueueConfig::default()),
-        db: test.db.clone(),
-        metrics: Metrics::new(),
-        limits: Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
-    };
+    let state = AppState::new(
+        test.db.clone(),
+        Arc::new(store),
+        Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
+        serving,
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let app = Application::from_state(state, listener, Some(2)).unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    TestApp { base, s3, test, admin, http: reqwest::Client::new() }
+    TestApp { base, s3, test, admin, http: reqwest::Client::new(), _cache: cache }
 }
 
 impl TestApp {

@@ -5,6 +5,7 @@ mod datasets;
 mod doctor;
 mod jobs;
 mod ops;
+mod serving;
 
 use clap::CommandFactory;
 
@@ -22,6 +23,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Datasets(cmd) => datasets::run(cmd, &client()?, format).await,
         Command::Jobs(cmd) => jobs::run(cmd, &client()?, format).await,
         Command::Models(cmd) => datasets::models(cmd, &client()?, format).await,
+        Command::Deployments(cmd) => serving::deployments(cmd, &client()?, format).await,
+        Command::Predict { deployment, instances } => {
+            serving::predict(&deployment, &instances, &client()?, format).await
+        }
+        Command::Artifacts(cmd) => serving::artifacts(cmd, &client()?, format).await,
         Command::Doctor(args) => doctor::run(args, &config::resolve(&cli.global)?, format).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());

@@ -4,33 +4,34 @@ use std::net::TcpListener;
 
 use assert_cmd::Command;
 use kiln_api::Application;
-use kiln_api::metrics::Metrics;
+use kiln_api::serving::ServingArgs;
 use kiln_api::state::{AppState, Limits};
 use kiln_db::testing::{TestDatabase, fresh_database};
-use kiln_queue::{Queue, QueueConfig};
 use serde_json::Value;
 
 struct Env {
     test: TestDatabase,
-    _artifacts: tempfile::TempDir,
+    artifacts: tempfile::TempDir,
     api_url: String,
 }
 
 async fn start() -> Env {
     let test = fresh_database(8).await.unwrap();
     let artifacts = tempfile::tempdir().unwrap();
-    let state = AppState {
-        store: kiln_store::open_local(artifacts.path()).await.unwrap(),
-        queue: Queue::new(&test.db, QueueConfig::default()),
-        db: test.db.clone(),
-        metrics: Metrics::new(),
-        limits: Limits { json_bytes: 1 << 20, upload_bytes: 1 << 20 },
-    };
+    let state = AppState::new(
+        test.db.clone(),
+        kiln_store::open_local(artifacts.path()).await.unwrap(),
+        Limits { json_bytes: 1 << 20, upload_bytes: 1 << 20 },
+        ServingArgs {
+            cache_dir: Some(artifacts.path().join("serving-cache")),
+            ..ServingArgs::defaults()
+        },
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let app = Application::from_state(state, listener, Some(1)).unwrap();
     let api_url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    Env { test, _artifacts: artifacts, api_url }
+    Env { test, artifacts, api_url }
 }
 
 impl Env {
@@ -207,4 +208,166 @@ async fn datasets_upload_and_list_and_registry_errors() {
     )
     .unwrap();
     assert_eq!(models, serde_json::json!([]));
+}
+
+/// A team with a maintainer token and model `iris` version 1 (a real bundle, registered from
+/// a real job), `production` → 1. Returns (admin, maintainer).
+async fn team_with_a_model(env: &Env) -> (String, String) {
+    let admin = env.ok(None, &["admin", "bootstrap"]).await.trim().to_owned();
+    env.ok(Some(&admin), &["admin", "teams", "create", "serve"]).await;
+    let maintainer = env
+        .ok(Some(&admin), &["admin", "tokens", "create", "--team", "serve", "--role", "maintainer"])
+        .await
+        .trim()
+        .to_owned();
+    let iris = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/iris.csv");
+    let dataset: Value = serde_json::from_str(
+        &env.ok(
+            Some(&maintainer),
+            &["--output", "json", "datasets", "upload", iris, "--name", "iris"],
+        )
+        .await,
+    )
+    .unwrap();
+    let spec = env.artifacts.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        serde_json::json!({"dataset_id": dataset["id"], "task": "classification",
+                           "target": "species", "model": {"type": "mlp"}})
+        .to_string(),
+    )
+    .unwrap();
+    let job: Value = serde_json::from_str(
+        &env.ok(Some(&maintainer), &["--output", "json", "jobs", "submit", spec.to_str().unwrap()])
+            .await,
+    )
+    .unwrap();
+    let team = kiln_db::repo::teams::find_by_name(&env.test.db, "serve").await.unwrap().unwrap();
+    let bundle =
+        kiln_ml::testing::train_csv_bundle(&std::fs::read(iris).unwrap(), "species", &[16], 40, 7);
+    let store = kiln_store::open_local(env.artifacts.path()).await.unwrap();
+    let info = store
+        .put_stream(&kiln_store::Team::parse(team.id.to_string()).unwrap(), &mut bundle.as_slice())
+        .await
+        .unwrap();
+    kiln_db::repo::models::register_version(
+        &env.test.db,
+        team.id,
+        "iris",
+        kiln_db::repo::models::NewVersion {
+            job_id: job["id"].as_str().unwrap().parse().unwrap(),
+            bundle_key: info.key.as_str(),
+            bundle_sha256: &info.sha256.to_hex(),
+            dataset_sha256: None,
+            spec: serde_json::json!({}),
+            metrics: serde_json::json!({}),
+            created_by: None,
+        },
+    )
+    .await
+    .unwrap();
+    env.ok(Some(&maintainer), &["models", "alias", "iris", "production", "1"]).await;
+    (admin, maintainer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_and_predictions() {
+    let env = start().await;
+    let (_, maintainer) = team_with_a_model(&env).await;
+    let token = Some(maintainer.as_str());
+    let created = env
+        .ok(token, &["deployments", "create", "iris", "--model", "iris", "--alias", "production"])
+        .await;
+    assert!(created.contains("@production") && created.contains("ready"), "{created}");
+    let shown: Value = serde_json::from_str(
+        &env.ok(token, &["--output", "json", "deployments", "show", "iris"]).await,
+    )
+    .unwrap();
+    assert_eq!(shown["status"], "ready");
+    assert_eq!(shown["versions_loaded"][0]["version"], 1);
+
+    let instances = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/iris-instances.json");
+    let table = env.ok(token, &["predict", "iris", "--instances", instances]).await;
+    for label in ["setosa", "versicolor", "virginica"] {
+        assert!(table.contains(label), "{table}");
+    }
+    assert!(table.contains("answered by iris version 1"), "{table}");
+    let answer: Value = serde_json::from_str(
+        &env.ok(token, &["--output", "json", "predict", "iris", "--instances", instances]).await,
+    )
+    .unwrap();
+    assert_eq!(answer["predictions"].as_array().unwrap().len(), 3);
+
+    let traffic = env.ok(token, &["deployments", "traffic", "iris", "1=100"]).await;
+    assert!(traffic.contains("v1=100"), "{traffic}");
+    let err = env.fails(token, &["deployments", "traffic", "iris", "1:100"]).await;
+    assert!(err.contains("VERSION=WEIGHT"), "{err}");
+    let err = env.fails(token, &["deployments", "traffic", "iris", "3=10"]).await;
+    assert!(err.contains("validation_failed") && err.contains("no version 3"), "{err}");
+
+    let bad = env.artifacts.path().join("bad.json");
+    std::fs::write(&bad, r#"[{"sepal_length": "long"}]"#).unwrap();
+    let err = env.fails(token, &["predict", "iris", "--instances", bad.to_str().unwrap()]).await;
+    assert!(
+        err.contains("validation_failed") && err.contains("instances[0].sepal_length"),
+        "{err}"
+    );
+    std::fs::write(&bad, r#"{"rows": []}"#).unwrap();
+    let err = env.fails(token, &["predict", "iris", "--instances", bad.to_str().unwrap()]).await;
+    assert!(err.contains("instances"), "{err}");
+    let err = env.fails(token, &["predict", "nope", "--instances", instances]).await;
+    assert!(err.contains("not_found"), "{err}");
+
+    let drift = env.ok(token, &["deployments", "drift", "iris"]).await;
+    assert!(drift.contains("petal_length"), "{drift}");
+    let listed = env.ok(token, &["deployments", "list"]).await;
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    env.ok(token, &["deployments", "delete", "iris"]).await;
+    let err = env.fails(token, &["deployments", "show", "iris"]).await;
+    assert!(err.contains("not_found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_gc_deletes_only_old_unreferenced_blobs() {
+    let env = start().await;
+    let (admin, maintainer) = team_with_a_model(&env).await;
+    let store = kiln_store::open_local(env.artifacts.path()).await.unwrap();
+    let team = kiln_store::Team::parse("orphans").unwrap();
+    let old = store.put_stream(&team, &mut &b"an abandoned checkpoint"[..]).await.unwrap();
+    let young = store.put_stream(&team, &mut &b"an upload in progress"[..]).await.unwrap();
+    let old_path = env.artifacts.path().join("objects").join(old.key.as_str());
+    assert!(old_path.is_file(), "{}", old_path.display());
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old_path)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    let before = kiln_store::list_all(store.as_ref(), "teams/").await.unwrap().len();
+
+    let err = env.fails(Some(&maintainer), &["artifacts", "gc"]).await;
+    assert!(err.contains("forbidden"), "{err}");
+    let dry = env.ok(Some(&admin), &["artifacts", "gc"]).await;
+    assert!(dry.contains(&format!("would delete {}", old.key.as_str())), "{dry}");
+    assert!(!dry.contains(young.key.as_str()), "{dry}");
+    assert!(dry.contains("dry run"), "{dry}");
+    assert!(old_path.is_file(), "a dry run deleted something");
+
+    let report: Value = serde_json::from_str(
+        &env.ok(Some(&admin), &["--output", "json", "artifacts", "gc", "--apply"]).await,
+    )
+    .unwrap();
+    assert_eq!(report["scanned"], before as u64);
+    assert_eq!(report["candidates"], 1, "{report}");
+    assert_eq!(report["deleted"], 1, "{report}");
+    assert_eq!(report["too_young"], 1, "{report}");
+    assert_eq!(report["referenced"], (before - 2) as u64, "{report}");
+    assert!(!old_path.exists());
+    // What rows refer to is intact: the dataset and the bundle are still there.
+    let after = kiln_store::list_all(store.as_ref(), "teams/").await.unwrap();
+    assert_eq!(after.len(), before - 1);
+    assert!(after.iter().any(|o| o.key == young.key));
+    let err = env.fails(Some(&admin), &["artifacts", "gc", "--grace-hours", "0"]).await;
+    assert!(err.contains("grace_seconds"), "{err}");
 }

@@ -1,0 +1,534 @@
+//! Deployments and predictions: a model served behind `POST /v1/deployments/{name}/predict`,
+//! following an alias or pinned to a version, with a canary split changed at runtime, and a
+//! drift report of recent inputs against the training split.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use actix_web::{HttpResponse, web};
+use kiln_db::repo::{deployments, models};
+use kiln_types::api::{
+    CreateDeployment, Deployment, DriftReport, FeatureDriftReport, Page, PatchDeployment,
+    PredictRequest, PredictResponse, Prediction, TrafficSplit,
+};
+use kiln_types::{ErrorCode, Role};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::pagination::ListQuery;
+use crate::serving::engine::SubmitError;
+use crate::serving::{Live, batching_of, traffic_of};
+use crate::state::AppState;
+
+/// Largest weight of one version in a split.
+const MAX_WEIGHT: u32 = 1000;
+/// Bad fields reported per predict request, at most.
+const MAX_PROBLEMS: usize = 50;
+
+fn view(row: &deployments::Deployment, live: Option<&Live>) -> Deployment {
+    let routing = live.map(Live::routing);
+    let (status, error) = match &routing {
+        None => ("loading", None),
+        Some(r) if r.routes.is_empty() => ("unavailable", r.error.clone()),
+        Some(r) => ("ready", r.error.clone()),
+    };
+    Deployment {
+        id: row.id,
+        name: row.name.clone(),
+        model: row.model.clone(),
+        alias: row.alias.clone(),
+        version: row.pinned_version,
+        status: status.to_owned(),
+        error,
+        traffic: traffic_of(row),
+        batching: batching_of(row),
+        versions_loaded: live.map(Live::loaded).unwrap_or_default(),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+async fn team_deployment(
+    state: &AppState,
+    team: Uuid,
+    name: &str,
+) -> Result<deployments::Deployment, ApiError> {
+    deployments::get(&state.db, team, name).await?.ok_or_else(|| ApiError::not_found("deployment"))
+}
+
+/// Reloads what this process serves; a failure leaves the previous state serving.
+async fn sync(state: &AppState) {
+    if let Err(err) = state.serving.sync().await {
+        tracing::warn!(error = %err, "serving sync failed after a change; the periodic sync retries");
+    }
+}
+
+/// Serve a model: following an alias, or pinned to a version. Answers once the version is
+/// loaded, warmed and taking traffic in this process.
+#[utoipa::path(post, path = "/v1/deployments", tag = "serving", request_body = CreateDeployment,
+    responses((status = 201, body = Deployment), (status = 409, body = kiln_types::api::ErrorBody),
+              (status = 422, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<CreateDeployment>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Maintainer)?;
+    let team = caller.team()?;
+    let body = body.into_inner();
+    let mut problems = Vec::new();
+    if let Some(problem) = deployments::name_problem(&body.name) {
+        problems.push(("name".to_owned(), problem));
+    }
+    match (&body.alias, body.version) {
+        (Some(_), Some(_)) | (None, None) => problems.push((
+            "alias".to_owned(),
+            "give exactly one of `alias` (follow it) and `version` (pin it)".to_owned(),
+        )),
+        (Some(alias), None) => {
+            if let Some(problem) = models::name_problem(alias, 64) {
+                problems.push(("alias".to_owned(), problem));
+            }
+        }
+        (None, Some(_)) => {}
+    }
+    let batching = body.batching.unwrap_or_default();
+    problems.extend(batching.problems());
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    let model = models::find(&state.db, team, &body.model).await?.ok_or_else(|| {
+        ApiError::validation([(
+            "model".to_owned(),
+            format!("no model `{}` in your team", body.model),
+        )])
+    })?;
+    let version = match (&body.alias, body.version) {
+        (Some(alias), _) => {
+            let aliases = models::aliases(&state.db, model.id).await?;
+            let number =
+                aliases.iter().find(|(a, _)| a == alias).map(|(_, v)| *v).ok_or_else(|| {
+                    ApiError::validation([(
+                        "alias".to_owned(),
+                        format!("model `{}` has no alias `{alias}`; set it first", model.name),
+                    )])
+                })?;
+            models::version(&state.db, model.id, number).await?
+        }
+        (None, Some(number)) => models::version(&state.db, model.id, number).await?,
+        (None, None) => None,
+    }
+    .ok_or_else(|| {
+        ApiError::validation([(
+            "version".to_owned(),
+            format!("model `{}` has no such version", model.name),
+        )])
+    })?;
+    // Fetch and check the bundle before anything is stored: a deployment of a bundle that
+    // cannot load is refused, not created broken.
+    state.serving.bundles().get(&version.bundle_key, &version.bundle_sha256).await.map_err(
+        |err| {
+            ApiError::new(
+                ErrorCode::InvalidState,
+                format!("version {} of `{}` cannot be served: {err}", version.version, model.name),
+            )
+        },
+    )?;
+    let row = deployments::create(
+        &state.db,
+        deployments::NewDeployment {
+            team_id: team,
+            name: &body.name,
+            model_id: model.id,
+            alias: body.alias.as_deref(),
+            version_id: body.version.map(|_| version.id),
+            batching: serde_json::to_value(batching).expect("batching serialises"),
+            created_by: Some(caller.token_id()),
+        },
+    )
+    .await?;
+    sync(&state).await;
+    caller
+        .audit(
+            &state.db,
+            Some(team),
+            "deployment.create",
+            "deployment",
+            &row.name,
+            json!({"model": row.model, "alias": row.alias, "version": row.pinned_version,
+                   "serving_version": version.version, "batching": batching}),
+        )
+        .await?;
+    let live = state.serving.live(row.id);
+    Ok(HttpResponse::Created().json(view(&row, live.as_deref())))
+}
+
+/// The team's deployments, newest first.
+#[utoipa::path(get, path = "/v1/deployments", tag = "serving", params(ListQuery),
+    responses((status = 200, body = Page<Deployment>)), security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<Page<Deployment>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let page = deployments::list(&state.db, caller.team()?, query.limit()?, query.cursor()).await?;
+    Ok(web::Json(Page {
+        items: page
+            .items
+            .iter()
+            .map(|row| view(row, state.serving.live(row.id).as_deref()))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// A deployment: its target, the effective traffic split, and the versions this process has
+/// loaded.
+#[utoipa::path(get, path = "/v1/deployments/{name}", tag = "serving", params(("name" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 404, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<web::Json<Deployment>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let row = team_deployment(&state, caller.team()?, &path).await?;
+    Ok(web::Json(view(&row, state.serving.live(row.id).as_deref())))
+}
+
+/// Change the traffic split (canary, promotion, rollback) or batching. New versions are
+/// loaded and warmed before they take traffic; the old ones finish their requests.
+#[utoipa::path(patch, path = "/v1/deployments/{name}", tag = "serving", request_body = PatchDeployment,
+    params(("name" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 404, body = kiln_types::api::ErrorBody),
+              (status = 422, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn patch(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<PatchDeployment>,
+) -> Result<web::Json<Deployment>, ApiError> {
+    caller.require(Role::Maintainer)?;
+    let team = caller.team()?;
+    let row = team_deployment(&state, team, &path).await?;
+    let body = body.into_inner();
+    let mut problems = Vec::new();
+    if let Some(traffic) = &body.traffic {
+        problems.extend(traffic_problems(&state, row.model_id, &row.model, traffic).await?);
+    }
+    if let Some(batching) = &body.batching {
+        problems.extend(batching.problems());
+    }
+    if body.traffic.is_none() && body.batching.is_none() {
+        problems.push(("traffic".to_owned(), "give `traffic`, `batching` or both".to_owned()));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    // Check every newly routed version's bundle before anything changes.
+    if let Some(traffic) = &body.traffic {
+        let wanted: Vec<(Uuid, i32)> = traffic.iter().map(|t| (row.model_id, t.version)).collect();
+        for bundle in deployments::bundles(&state.db, &wanted).await? {
+            state.serving.bundles().get(&bundle.bundle_key, &bundle.bundle_sha256).await.map_err(
+                |err| {
+                    ApiError::new(
+                        ErrorCode::InvalidState,
+                        format!("version {} cannot be served: {err}", bundle.version),
+                    )
+                },
+            )?;
+        }
+    }
+    let before = (traffic_of(&row), batching_of(&row));
+    let updated = deployments::update(
+        &state.db,
+        row.id,
+        body.traffic.as_ref().map(|t| serde_json::to_value(t).expect("traffic serialises")),
+        body.batching.map(|b| serde_json::to_value(b).expect("batching serialises")),
+    )
+    .await?;
+    sync(&state).await;
+    caller
+        .audit(
+            &state.db,
+            Some(team),
+            "deployment.update",
+            "deployment",
+            &updated.name,
+            json!({"traffic": traffic_of(&updated), "previous_traffic": before.0,
+                   "batching": batching_of(&updated), "previous_batching": before.1}),
+        )
+        .await?;
+    Ok(web::Json(view(&updated, state.serving.live(updated.id).as_deref())))
+}
+
+async fn traffic_problems(
+    state: &AppState,
+    model_id: Uuid,
+    model: &str,
+    traffic: &[TrafficSplit],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, split) in traffic.iter().enumerate() {
+        if split.weight > MAX_WEIGHT {
+            problems.push((format!("traffic[{i}].weight"), format!("must be 0 to {MAX_WEIGHT}")));
+        }
+        if !seen.insert(split.version) {
+            problems.push((format!("traffic[{i}].version"), "appears twice".to_owned()));
+        } else if models::version(&state.db, model_id, split.version).await?.is_none() {
+            problems.push((
+                format!("traffic[{i}].version"),
+                format!("model `{model}` has no version {}", split.version),
+            ));
+        }
+    }
+    if !traffic.is_empty() && traffic.iter().all(|t| t.weight == 0) {
+        problems.push(("traffic".to_owned(), "at least one weight must be positive".to_owned()));
+    }
+    Ok(problems)
+}
+
+/// Stop serving a deployment; in-flight requests are answered first.
+#[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "serving", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Maintainer)?;
+    let team = caller.team()?;
+    let row = team_deployment(&state, team, &path).await?;
+    deployments::delete(&state.db, row.id).await?;
+    sync(&state).await;
+    caller
+        .audit(
+            &state.db,
+            Some(team),
+            "deployment.delete",
+            "deployment",
+            &row.name,
+            json!({"model": row.model, "traffic": traffic_of(&row)}),
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Predict: raw rows in, labels with probabilities (classification) or values
+/// (regression) out, with the version that answered. Requests are batched per version.
+#[utoipa::path(post, path = "/v1/deployments/{name}/predict", tag = "serving", request_body = PredictRequest,
+    params(("name" = String, Path)),
+    responses((status = 200, body = PredictResponse), (status = 404, body = kiln_types::api::ErrorBody),
+              (status = 422, body = kiln_types::api::ErrorBody),
+              (status = 503, description = "overloaded (see Retry-After) or no version to serve", body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn predict(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<PredictRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Member)?;
+    let team = caller.team()?;
+    let live = match state.serving.find(team, &path) {
+        Some(live) => live,
+        // Created through another replica since the last sync?
+        None => {
+            let row = team_deployment(&state, team, &path).await?;
+            sync(&state).await;
+            state.serving.live(row.id).ok_or_else(|| {
+                ApiError::unavailable("the deployment", "not loaded yet in this process")
+            })?
+        }
+    };
+    let started = Instant::now();
+    let routing = live.routing();
+    let engine = routing.pick().ok_or_else(|| {
+        let why = routing.error.clone().unwrap_or_else(|| "no version takes traffic".to_owned());
+        ApiError::unavailable("the deployment", why)
+    })?;
+    let version = engine.version.to_string();
+    let labels = [live.row.team_name.as_str(), live.row.name.as_str(), version.as_str()];
+    let outcome = |o: &str| {
+        state
+            .serving
+            .metrics()
+            .predictions
+            .with_label_values(&[labels[0], labels[1], labels[2], o])
+            .inc();
+    };
+    let instances = body.into_inner().instances;
+    let max = state.serving.args().max_instances;
+    if instances.is_empty() || instances.len() > max {
+        outcome("invalid");
+        return Err(ApiError::validation([(
+            "instances".to_owned(),
+            format!("must hold 1 to {max} instances, got {}", instances.len()),
+        )]));
+    }
+    let features =
+        engine.preprocessing.encode_rows(&instances, MAX_PROBLEMS).map_err(|problems| {
+            outcome("invalid");
+            ApiError::validation(
+                problems
+                    .into_iter()
+                    .map(|p| (format!("instances[{}].{}", p.index, p.field), p.message)),
+            )
+        })?;
+    let answer = engine.submit(features, instances.len()).map_err(|err| {
+        outcome("overloaded");
+        match err {
+            SubmitError::Overloaded => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "deployment `{}` has too many requests queued; retry shortly",
+                        live.row.name
+                    ),
+                )
+            },
+            SubmitError::Stopped => {
+                ApiError::unavailable("the deployment", "inference thread stopped")
+            }
+        }
+    })?;
+    let predictions = match answer.await {
+        Ok(Ok(predictions)) => predictions,
+        Ok(Err(message)) => {
+            outcome("error");
+            return Err(ApiError::internal(message));
+        }
+        Err(_) => {
+            outcome("error");
+            return Err(ApiError::unavailable("the deployment", "inference thread stopped"));
+        }
+    };
+    let predictions: Vec<Prediction> = predictions
+        .into_iter()
+        .map(|p| match p {
+            kiln_ml::Prediction::Class { label, probabilities } => {
+                Prediction::Class { label, probabilities }
+            }
+            kiln_ml::Prediction::Value { value } => Prediction::Value { value },
+        })
+        .collect();
+    state.serving.samples().offer(
+        live.row.id,
+        engine.version,
+        &instances,
+        predictions.iter().map(|p| serde_json::to_value(p).unwrap_or(Value::Null)),
+    );
+    outcome("ok");
+    state
+        .serving
+        .metrics()
+        .latency
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    Ok(HttpResponse::Ok().insert_header(("X-Kiln-Model-Version", version.clone())).json(
+        PredictResponse {
+            predictions,
+            model_version: engine.version,
+            deployment: live.row.name.clone(),
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DriftQuery {
+    /// Recent sampled rows to compare, 1–10,000 (default 1,000).
+    pub window: Option<u64>,
+    /// PSI above which a feature is flagged (default 0.2).
+    pub threshold: Option<f64>,
+    /// The version to examine (default: the one taking the most traffic).
+    pub version: Option<i32>,
+}
+
+/// Drift: the population stability index of each input feature over recent sampled
+/// requests, against the training split's distribution stored in the model bundle.
+#[utoipa::path(get, path = "/v1/deployments/{name}/drift", tag = "serving",
+    params(("name" = String, Path), DriftQuery),
+    responses((status = 200, body = DriftReport), (status = 404, body = kiln_types::api::ErrorBody),
+              (status = 409, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn drift(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<DriftQuery>,
+) -> Result<web::Json<DriftReport>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let row = team_deployment(&state, caller.team()?, &path).await?;
+    let window = query.window.unwrap_or(1000);
+    let threshold = query.threshold.unwrap_or(0.2);
+    let mut problems = Vec::new();
+    if !(1..=10_000).contains(&window) {
+        problems.push(("window".to_owned(), "must be 1 to 10000".to_owned()));
+    }
+    if !(threshold.is_finite() && threshold > 0.0) {
+        problems.push(("threshold".to_owned(), "must be a positive number".to_owned()));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    let live = state
+        .serving
+        .live(row.id)
+        .ok_or_else(|| ApiError::unavailable("the deployment", "not loaded yet in this process"))?;
+    let routing = live.routing();
+    let engine = match query.version {
+        Some(v) => routing.routes.iter().find(|r| r.engine.version == v),
+        None => routing.routes.iter().max_by_key(|r| r.weight),
+    }
+    .map(|r| r.engine.clone())
+    .ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidState, "that version is not serving in this deployment")
+    })?;
+    let stats = engine.training_stats.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "version {} has no training statistics: drift is measured for models with named tabular inputs",
+                engine.version
+            ),
+        )
+    })?;
+    let inputs =
+        deployments::recent_inputs(&state.db, row.id, Some(engine.version), window).await?;
+    let rows: Vec<serde_json::Map<String, Value>> = inputs
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::Object(map) => Some(map),
+            _ => None,
+        })
+        .collect();
+    let features: Vec<FeatureDriftReport> = stats
+        .drift(&rows)
+        .into_iter()
+        .map(|f| FeatureDriftReport {
+            drifted: f.psi > threshold,
+            feature: f.name,
+            psi: f.psi,
+            rows: f.rows,
+            missing: f.missing,
+        })
+        .collect();
+    Ok(web::Json(DriftReport {
+        deployment: row.name,
+        model_version: engine.version,
+        window: rows.len() as u64,
+        threshold,
+        drifted: features.iter().any(|f| f.drifted),
+        features,
+    }))
+}

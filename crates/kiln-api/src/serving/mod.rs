@@ -1,0 +1,497 @@
+//! Prediction serving: deployments loaded into this process, each version on its own
+//! batching inference thread ([`engine`]), bundles cached by content hash ([`bundles`]), a
+//! sample of traffic kept for drift monitoring ([`samples`]).
+//!
+//! PostgreSQL holds what should be served (the `deployments` rows, resolved through model
+//! aliases); [`Serving::sync`] makes this process serve exactly that. It runs after every
+//! change made through this process (create, PATCH, alias moves: the answer returns once the
+//! new version is loaded and taking traffic) and every `KILN_SERVING_SYNC_SECONDS` for
+//! changes made through other replicas. A sync loads and warms new versions *before* it
+//! switches a deployment's routing to them, and an old version's engine keeps running until
+//! its in-flight requests are answered, so a rollout or rollback fails no request.
+
+pub mod bundles;
+pub mod engine;
+pub mod samples;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kiln_db::repo::deployments::{self, Deployment as Row, VersionBundle};
+use kiln_ml::DeviceChoice;
+use kiln_store::ArtifactStore;
+use kiln_types::api::{Batching, LoadedVersion, TrafficSplit};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+use uuid::Uuid;
+
+use self::bundles::BundleCache;
+use self::engine::{Engine, EngineConfig, EngineInstruments};
+use self::samples::SampleSink;
+
+/// Where serving runs its models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServingDevice {
+    Cpu,
+    Auto,
+    Cuda,
+}
+
+impl From<ServingDevice> for DeviceChoice {
+    fn from(device: ServingDevice) -> Self {
+        match device {
+            ServingDevice::Cpu => DeviceChoice::Cpu,
+            ServingDevice::Auto => DeviceChoice::Auto,
+            ServingDevice::Cuda => DeviceChoice::Cuda,
+        }
+    }
+}
+
+/// Serving settings of `kiln-api` (every flag is also an environment variable).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServingArgs {
+    /// Serve predictions only: mount the health, metrics, deployment-read, predict and drift
+    /// routes and nothing else (a scale-out replica reading the same registry).
+    #[arg(long = "serving-only", env = "KILN_SERVING_ONLY", default_value_t = false)]
+    pub serving_only: bool,
+    /// Device models are served on.
+    #[arg(long = "serving-device", env = "KILN_SERVING_DEVICE", value_enum, default_value_t = ServingDevice::Cpu)]
+    pub device: ServingDevice,
+    /// Local directory caching model bundles by content hash (default:
+    /// `$XDG_CACHE_HOME/kiln/serving`).
+    #[arg(long = "serving-cache-dir", env = "KILN_SERVING_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Requests that may wait for one version's inference thread; beyond it, 503.
+    #[arg(
+        long = "serving-queue-capacity",
+        env = "KILN_SERVING_QUEUE_CAPACITY",
+        default_value_t = 1024
+    )]
+    pub queue_capacity: usize,
+    /// Share of predicted rows kept in PostgreSQL for drift monitoring (0 to 1).
+    #[arg(long = "serving-sample-rate", env = "KILN_SERVING_SAMPLE_RATE", default_value_t = 0.1)]
+    pub sample_rate: f64,
+    /// Samples kept per deployment (the newest).
+    #[arg(
+        long = "serving-samples-kept",
+        env = "KILN_SERVING_SAMPLES_KEPT",
+        default_value_t = 10_000
+    )]
+    pub samples_kept: u64,
+    /// How often to pick up deployment and alias changes made through other replicas.
+    #[arg(long = "serving-sync-seconds", env = "KILN_SERVING_SYNC_SECONDS", default_value_t = 2.0)]
+    pub sync_seconds: f64,
+    /// Instances per predict request, at most.
+    #[arg(
+        long = "serving-max-instances",
+        env = "KILN_SERVING_MAX_INSTANCES",
+        default_value_t = 10_000
+    )]
+    pub max_instances: usize,
+}
+
+impl ServingArgs {
+    /// Defaults, for tests and embedders.
+    pub fn defaults() -> Self {
+        ServingArgs {
+            serving_only: false,
+            device: ServingDevice::Cpu,
+            cache_dir: None,
+            queue_capacity: 1024,
+            sample_rate: 0.1,
+            samples_kept: 10_000,
+            sync_seconds: 2.0,
+            max_instances: 10_000,
+        }
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("kiln/serving")
+        })
+    }
+}
+
+/// Prometheus instruments of serving, labelled by team, deployment and version.
+#[derive(Debug, Clone)]
+pub struct ServingMetrics {
+    /// `outcome`: `ok`, `invalid`, `overloaded`, `error`.
+    pub predictions: IntCounterVec,
+    pub latency: HistogramVec,
+    pub batch_rows: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub samples_dropped: IntCounter,
+    pub bundle_loads: IntCounterVec,
+}
+
+impl ServingMetrics {
+    pub fn register(registry: &Registry) -> Self {
+        let labels = &["team", "deployment", "version"];
+        let predictions = IntCounterVec::new(
+            Opts::new(
+                "kiln_predictions_total",
+                "Predict requests by deployment, version and outcome",
+            ),
+            &["team", "deployment", "version", "outcome"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "kiln_prediction_duration_seconds",
+                "Predict latency from routing to answer, by deployment and version",
+            )
+            .buckets(vec![
+                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            labels,
+        )
+        .expect("valid metric");
+        let batch_rows = HistogramVec::new(
+            HistogramOpts::new("kiln_prediction_batch_rows", "Rows per forward pass").buckets(
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+            ),
+            labels,
+        )
+        .expect("valid metric");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("kiln_prediction_queue_depth", "Requests waiting for an inference thread"),
+            labels,
+        )
+        .expect("valid metric");
+        let samples_dropped = IntCounter::new(
+            "kiln_prediction_samples_dropped_total",
+            "Prediction samples not stored because the writer fell behind",
+        )
+        .expect("valid metric");
+        let bundle_loads = IntCounterVec::new(
+            Opts::new(
+                "kiln_serving_bundle_loads_total",
+                "Model bundles loaded, by where they came from",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        for metric in [
+            Box::new(predictions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(batch_rows.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(samples_dropped.clone()),
+            Box::new(bundle_loads.clone()),
+        ] {
+            registry.register(metric).expect("register once");
+        }
+        ServingMetrics {
+            predictions,
+            latency,
+            batch_rows,
+            queue_depth,
+            samples_dropped,
+            bundle_loads,
+        }
+    }
+}
+
+/// One version's place in a deployment's routing.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub weight: u32,
+    pub engine: Arc<Engine>,
+}
+
+/// What a deployment serves right now in this process.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// Versions with a positive weight.
+    pub routes: Vec<Route>,
+    /// Why the deployment cannot serve (or serves a stale version), if it cannot.
+    pub error: Option<String>,
+}
+
+impl Routing {
+    /// Picks a version by weight.
+    pub fn pick(&self) -> Option<&Arc<Engine>> {
+        let total: u64 = self.routes.iter().map(|r| u64::from(r.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut ticket = rand::random_range(0..total);
+        for route in &self.routes {
+            if ticket < u64::from(route.weight) {
+                return Some(&route.engine);
+            }
+            ticket -= u64::from(route.weight);
+        }
+        self.routes.last().map(|r| &r.engine)
+    }
+
+    fn engine(&self, version: i32) -> Option<&Arc<Engine>> {
+        self.routes.iter().map(|r| &r.engine).find(|e| e.version == version)
+    }
+}
+
+/// A deployment as this process serves it.
+#[derive(Debug)]
+pub struct Live {
+    pub row: Row,
+    routing: RwLock<Arc<Routing>>,
+}
+
+impl Live {
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.read().expect("routing lock").clone()
+    }
+
+    /// The versions loaded, for `GET /v1/deployments/{name}`.
+    pub fn loaded(&self) -> Vec<LoadedVersion> {
+        self.routing()
+            .routes
+            .iter()
+            .map(|r| LoadedVersion {
+                version: r.engine.version,
+                bundle_sha256: r.engine.bundle_sha256.clone(),
+                device: r.engine.device.clone(),
+                queue_depth: r.engine.queue_depth(),
+                loaded_at: r.engine.loaded_at,
+            })
+            .collect()
+    }
+}
+
+/// The deployment's batching settings, with defaults for anything missing.
+pub fn batching_of(row: &Row) -> Batching {
+    serde_json::from_value(row.batching.clone()).unwrap_or_default()
+}
+
+/// The explicit split of a deployment, or everything to its alias's or pinned version.
+pub fn traffic_of(row: &Row) -> Vec<TrafficSplit> {
+    let explicit: Vec<TrafficSplit> =
+        serde_json::from_value(row.traffic.clone()).unwrap_or_default();
+    if !explicit.is_empty() {
+        return explicit;
+    }
+    row.primary_version()
+        .map(|version| vec![TrafficSplit { version, weight: 100 }])
+        .unwrap_or_default()
+}
+
+/// Serving's shared state. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    args: ServingArgs,
+    db: kiln_db::Db,
+    bundles: BundleCache,
+    metrics: ServingMetrics,
+    samples: SampleSink,
+    live: RwLock<HashMap<Uuid, Arc<Live>>>,
+    sync_lock: tokio::sync::Mutex<()>,
+}
+
+impl Serving {
+    /// Sets serving up and starts its background tasks (sample writer, periodic sync) on the
+    /// current tokio runtime. Nothing is loaded until the first sync.
+    pub fn start(
+        args: ServingArgs,
+        db: kiln_db::Db,
+        store: Arc<dyn ArtifactStore>,
+        registry: &Registry,
+    ) -> Self {
+        let metrics = ServingMetrics::register(registry);
+        let bundles = BundleCache::new(args.cache_dir(), store, metrics.bundle_loads.clone());
+        let samples = SampleSink::start(
+            db.clone(),
+            args.sample_rate,
+            args.samples_kept,
+            metrics.samples_dropped.clone(),
+        );
+        let serving = Serving {
+            inner: Arc::new(Inner {
+                args,
+                db,
+                bundles,
+                metrics,
+                samples,
+                live: RwLock::new(HashMap::new()),
+                sync_lock: tokio::sync::Mutex::new(()),
+            }),
+        };
+        let background = serving.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_secs_f64(background.inner.args.sync_seconds.max(0.1));
+            loop {
+                if let Err(err) = background.sync().await {
+                    tracing::warn!(error = %err, "serving sync failed; retrying");
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+        serving
+    }
+
+    pub fn args(&self) -> &ServingArgs {
+        &self.inner.args
+    }
+
+    pub fn metrics(&self) -> &ServingMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn samples(&self) -> &SampleSink {
+        &self.inner.samples
+    }
+
+    pub fn bundles(&self) -> &BundleCache {
+        &self.inner.bundles
+    }
+
+    /// A deployment as served by this process.
+    pub fn live(&self, id: Uuid) -> Option<Arc<Live>> {
+        self.inner.live.read().expect("live lock").get(&id).cloned()
+    }
+
+    /// A team's deployment by name, as served by this process.
+    pub fn find(&self, team_id: Uuid, name: &str) -> Option<Arc<Live>> {
+        let live = self.inner.live.read().expect("live lock");
+        live.values().find(|l| l.row.team_id == team_id && l.row.name == name).cloned()
+    }
+
+    /// The deployments that follow `alias` of a model.
+    pub fn following(&self, model_id: Uuid, alias: &str) -> Vec<Arc<Live>> {
+        let live = self.inner.live.read().expect("live lock");
+        live.values()
+            .filter(|l| l.row.model_id == model_id && l.row.alias.as_deref() == Some(alias))
+            .cloned()
+            .collect()
+    }
+
+    /// Makes this process serve what PostgreSQL says, loading new versions before routing
+    /// traffic to them. Deployments whose versions cannot be loaded keep serving what they
+    /// served (with the error recorded) rather than stop.
+    pub async fn sync(&self) -> Result<(), kiln_db::repo::RepoError> {
+        let _one_at_a_time = self.inner.sync_lock.lock().await;
+        let rows = deployments::all(&self.inner.db).await?;
+        let wanted: Vec<(Uuid, i32)> = rows
+            .iter()
+            .flat_map(|row| traffic_of(row).into_iter().map(move |t| (row.model_id, t.version)))
+            .collect();
+        let bundles: HashMap<(Uuid, i32), VersionBundle> =
+            deployments::bundles(&self.inner.db, &wanted)
+                .await?
+                .into_iter()
+                .map(|b| ((b.model_id, b.version), b))
+                .collect();
+        let current = self.inner.live.read().expect("live lock").clone();
+        let mut next = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let previous = current.get(&row.id).map(|live| live.routing());
+            let unchanged = current.get(&row.id).is_some_and(|live| live.row == row);
+            let routing = match (&previous, unchanged) {
+                (Some(routing), true) if routing.error.is_none() => routing.clone(),
+                _ => Arc::new(self.route(&row, previous.as_deref(), &bundles).await),
+            };
+            next.insert(row.id, Arc::new(Live { row, routing: RwLock::new(routing) }));
+        }
+        // Engines no longer routed to are dropped with their `Live`; each finishes its queue.
+        *self.inner.live.write().expect("live lock") = next;
+        Ok(())
+    }
+
+    /// Builds a deployment's routing, reusing engines of `previous` where the version,
+    /// bundle and batching are unchanged.
+    async fn route(
+        &self,
+        row: &Row,
+        previous: Option<&Routing>,
+        bundles: &HashMap<(Uuid, i32), VersionBundle>,
+    ) -> Routing {
+        let traffic = traffic_of(row);
+        if traffic.is_empty() {
+            let why = match &row.alias {
+                Some(alias) => {
+                    format!("alias `{alias}` of model `{}` points at no version", row.model)
+                }
+                None => "the deployment has no version to serve".to_owned(),
+            };
+            return Routing { routes: Vec::new(), error: Some(why) };
+        }
+        let batching = batching_of(row);
+        let mut routes = Vec::with_capacity(traffic.len());
+        for split in traffic.iter().filter(|t| t.weight > 0) {
+            let Some(bundle) = bundles.get(&(row.model_id, split.version)) else {
+                return self.keep(
+                    previous,
+                    format!("model `{}` has no version {}", row.model, split.version),
+                );
+            };
+            let reusable = previous
+                .and_then(|p| p.engine(split.version))
+                .filter(|e| e.bundle_sha256 == bundle.bundle_sha256 && e.batching == batching);
+            let engine = match reusable {
+                Some(engine) => engine.clone(),
+                None => match self.load(row, bundle, batching).await {
+                    Ok(engine) => Arc::new(engine),
+                    Err(err) => {
+                        tracing::error!(deployment = %row.name, version = split.version, error = %err, "cannot load model version");
+                        return self.keep(previous, format!("version {}: {err}", split.version));
+                    }
+                },
+            };
+            routes.push(Route { weight: split.weight, engine });
+        }
+        tracing::info!(
+            team = %row.team_name, deployment = %row.name,
+            versions = ?routes.iter().map(|r| (r.engine.version, r.weight)).collect::<Vec<_>>(),
+            "deployment routing updated"
+        );
+        Routing { routes, error: None }
+    }
+
+    /// Keeps serving the previous routing, noting why the new one could not be built.
+    fn keep(&self, previous: Option<&Routing>, error: String) -> Routing {
+        Routing {
+            routes: previous.map(|p| p.routes.clone()).unwrap_or_default(),
+            error: Some(error),
+        }
+    }
+
+    /// Loads and warms one version on a new inference thread.
+    async fn load(
+        &self,
+        row: &Row,
+        bundle: &VersionBundle,
+        batching: Batching,
+    ) -> Result<Engine, String> {
+        let (model, _) = self.inner.bundles.get(&bundle.bundle_key, &bundle.bundle_sha256).await?;
+        let version = bundle.version.to_string();
+        let labels = [row.team_name.as_str(), row.name.as_str(), version.as_str()];
+        let instruments = EngineInstruments {
+            queue_depth: self.inner.metrics.queue_depth.with_label_values(&labels),
+            batch_rows: self.inner.metrics.batch_rows.with_label_values(&labels),
+        };
+        let config = EngineConfig {
+            version: bundle.version,
+            bundle_sha256: bundle.bundle_sha256.clone(),
+            batching,
+            device: self.inner.args.device.into(),
+            queue_capacity: self.inner.args.queue_capacity,
+            thread_name: format!("kiln-serve-{}-v{}", truncate(&row.name, 16), bundle.version),
+        };
+        Engine::start(model, config, instruments).await
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    s.get(..n).unwrap_or(s)
+}
