@@ -28,6 +28,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 kiln_log "cargo test"
 results=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$results"
+bash scripts/check-deploy.sh
 kiln_log "schemathesis against the running kiln-api"
 bash scripts/schemathesis.sh
 

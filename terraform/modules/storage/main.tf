@@ -5,11 +5,11 @@
 # (crates/kiln-store/src/key.rs); no key says "checkpoint", so no lifecycle rule can tell a
 # checkpoint from a dataset by its prefix, and expiring current blobs by age would delete
 # datasets and models still in use. Old checkpoints instead become garbage when a job moves
-# on (the job row keeps only its newest checkpoint_key), `kiln artifacts gc --apply`
-# deletes unreferenced blobs, and with versioning on that delete leaves a noncurrent
-# version which the rule below expires after var.noncurrent_version_days. The same rule
-# ends overwritten versions, and incomplete multipart uploads (a worker killed mid-upload)
-# are aborted after a day.
+# on (the job row keeps only its newest checkpoint_key) and are deleted by
+# `kiln artifacts gc --apply` (OPERATIONS.md; not built yet at the time of writing). With
+# versioning on, that delete leaves a noncurrent version, which the rule below expires after
+# var.noncurrent_version_days; the same rule ends overwritten versions. Incomplete multipart
+# uploads (a worker killed mid-upload) are aborted after a day.
 
 data "aws_caller_identity" "current" {}
 
