@@ -125,10 +125,11 @@ kiln_ensure_awscli() {
   export KILN_AWS_CLI="$venv/bin/aws"
 }
 
-# Python tools the checks use (schemathesis; later the deploy linters), in their own
-# virtualenv so their dependencies never meet torch's.
+# Python tools the checks use (schemathesis; the deploy linters), in their own virtualenv
+# so their dependencies never meet torch's. KILN_PYTOOLS_VENV picks another virtualenv for
+# tools whose pins clash with these (scripts/check-deploy.sh: checkov wants packaging<24).
 kiln_ensure_pytool() {
-  local venv="$KILN_CACHE/tools" package="$1" binary="$2"
+  local venv="${KILN_PYTOOLS_VENV:-$KILN_CACHE/tools}" package="$1" binary="$2"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || { kiln_apt_install python3-venv python3-pip >&2 && python3 -m venv "$venv"; } || return 1
   if [ ! -x "$venv/bin/$binary" ]; then
     kiln_log "installing $package into $venv (once)"

@@ -45,6 +45,8 @@ env "${qs_env[@]}" bash scripts/quickstart.sh --stop
 rm -rf "$qs_state"
 kiln_log "quickstart: ok"
 
+kiln_log "deploy/ and terraform/: static checks"
+bash scripts/check-deploy.sh
 kiln_log "schemathesis against the running kiln-api"
 bash scripts/schemathesis.sh
 
