@@ -128,22 +128,23 @@ kiln_log "predicting (kiln predict iris --instances examples/iris-instances.json
 kiln predict iris --instances examples/iris-instances.json | tee "$state/predictions.txt"
 grep -q "answered by iris version $version" "$state/predictions.txt"
 
+shown_state="${state#"$KILN_ROOT"/}"
 cat <<SUMMARY
 
 Kiln is running.
   API            $KILN_API_URL   (OpenAPI: $KILN_API_URL/openapi.json)
   database       $(sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#' <<<"$KILN_DATABASE_URL")
   artifacts      $KILN_ARTIFACT_STORE
-  logs           .kiln/logs/
+  logs           $shown_state/logs/
 
 What it did: uploaded Iris (dataset $dataset_id), trained job $job_id
 (validation accuracy $accuracy), registered it as model iris version $version and pointed
-alias production at it, deployed it as `iris` (following production) and ran the
+alias production at it, deployed it as iris (following production) and ran the
 predictions above through it.
 
 Continue by hand:
   export KILN_API_URL=$KILN_API_URL
-  export KILN_TOKEN=\$(cat .kiln/demo-token)     # team demo, maintainer
+  export KILN_TOKEN=\$(cat $shown_state/demo-token)     # team demo, maintainer
   $bin/kiln jobs list
   $bin/kiln jobs logs $job_id
   curl -s -H "Authorization: Bearer \$KILN_TOKEN" $KILN_API_URL/v1/jobs/$job_id/metrics
@@ -152,6 +153,6 @@ Continue by hand:
   curl -s -H "Authorization: Bearer \$KILN_TOKEN" -H 'content-type: application/json' \
     -d '{"instances": [{"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}]}' \
     $KILN_API_URL/v1/deployments/iris/predict
-  # admin token: .kiln/admin-token  (kiln queue stats, kiln workers list)
+  # admin token: $shown_state/admin-token  (kiln queue stats, kiln workers list)
 Stop everything: scripts/quickstart.sh --stop
 SUMMARY
