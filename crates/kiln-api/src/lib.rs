@@ -8,7 +8,8 @@
 //!
 //! Layout: [`startup`] builds the server (tests start it on port 0), [`auth`] authenticates
 //! and checks roles, [`error`] maps every failure to the JSON body, [`routes`] holds one
-//! module per resource, [`openapi`] the generated document, [`metrics`] Prometheus.
+//! module per resource, [`openapi`] the generated document, [`metrics`] Prometheus,
+//! [`telemetry`] the server span of every request (W3C trace context) and the queue gauges.
 
 pub mod auth;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod pagination;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod telemetry;
 pub mod validate;
 
 pub use startup::{ApiArgs, Application};
