@@ -12,7 +12,7 @@
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, IntGaugeVec, Opts, Registry};
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
@@ -25,7 +25,7 @@ pub async fn trace_requests(
     let method = req.method().as_str().to_owned();
     let span = tracing::info_span!(
         "http.request",
-        otel.name = %format_args!("{method} {route}"),
+        otel.name = %format!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = %method,
@@ -56,7 +56,7 @@ pub struct QueueGauges {
     /// `kiln_queue_jobs{state, team}`.
     pub jobs: IntGaugeVec,
     /// `kiln_queue_oldest_queued_age_seconds`.
-    pub oldest_queued_age: GaugeVec,
+    pub oldest_queued_age: Gauge,
 }
 
 impl QueueGauges {
@@ -66,12 +66,9 @@ impl QueueGauges {
             &["state", "team"],
         )
         .expect("valid metric");
-        let oldest_queued_age = GaugeVec::new(
-            Opts::new(
-                "kiln_queue_oldest_queued_age_seconds",
-                "Age of the oldest queued job, by the database's clock (0 when none)",
-            ),
-            &[],
+        let oldest_queued_age = Gauge::new(
+            "kiln_queue_oldest_queued_age_seconds",
+            "Age of the oldest queued job, by the database's clock (0 when none)",
         )
         .expect("valid metric");
         registry.register(Box::new(jobs.clone())).expect("register once");
@@ -90,9 +87,7 @@ impl QueueGauges {
                         .with_label_values(&[count.state.as_str(), count.team.as_str()])
                         .set(count.count);
                 }
-                self.oldest_queued_age
-                    .with_label_values(&[])
-                    .set(stats.oldest_queued_age_seconds.unwrap_or(0.0));
+                self.oldest_queued_age.set(stats.oldest_queued_age_seconds.unwrap_or(0.0));
             }
             Err(err) => tracing::warn!(error = %err, "queue depth not refreshed for /metrics"),
         }

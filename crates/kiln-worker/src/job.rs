@@ -1017,7 +1017,7 @@ where
     // `kiln.job.complete`, `kiln.job.cancelled` or `kiln.job.release`.
     let span = tracing::info_span!(
         "kiln.job.final_write",
-        otel.name = %format_args!("kiln.job.{what}"),
+        otel.name = %format!("kiln.job.{what}"),
         job.id = %ctx.job_id(),
     );
     match ctx.write(what, op).instrument(span).await {
