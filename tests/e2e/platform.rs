@@ -124,14 +124,6 @@ impl Platform {
         }
     }
 
-    /// Sends SIGTERM to a child (graceful shutdown).
-    pub fn terminate(&self, name: &str) {
-        let index = ["kiln-api", "kiln-worker"].iter().position(|n| *n == name).unwrap();
-        let pid = self.children[index].id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
-    }
-
     /// Every child's log, for failure messages.
     pub fn logs(&self) -> String {
         ["kiln-api", "kiln-worker"]

@@ -53,8 +53,10 @@ async fn submit_and_wait(p: &Platform, token: &str, dataset: &str) -> Value {
     let spec = json!({
         "dataset_id": dataset, "task": "classification", "target": "species",
         "model": {"type": "mlp", "hidden": [16]},
-        "hyperparameters": {"epochs": EPOCHS, "batch_size": 16, "learning_rate": 0.01, "seed": 7},
-        "checkpoint_every_epochs": 1
+        "hyperparameters": {
+            "epochs": EPOCHS, "batch_size": 16, "learning_rate": 0.01, "seed": 7,
+            "checkpoint_every_epochs": 1
+        }
     });
     let res = p
         .http
@@ -65,8 +67,9 @@ async fn submit_and_wait(p: &Platform, token: &str, dataset: &str) -> Value {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 201);
+    let status = res.status();
     let job: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{job}");
     let job_id = job["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {

@@ -122,10 +122,27 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Filter used when `RUST_LOG` is unset: `info`, but the OpenTelemetry SDK's own chatter
-/// only from `warn` (an exporter that cannot reach its collector still says so).
-const DEFAULT_FILTER: &str = "info,opentelemetry=warn,opentelemetry_sdk=warn,\
-                              opentelemetry-otlp=warn,opentelemetry-http=warn";
+/// The OpenTelemetry SDK's own targets: heard from `warn` up (an exporter that cannot reach
+/// its collector still says so) unless `RUST_LOG` names them.
+const OTEL_TARGETS: [&str; 4] =
+    ["opentelemetry", "opentelemetry_sdk", "opentelemetry-otlp", "opentelemetry-http"];
+
+/// `RUST_LOG` (default `info`), with the SDK's informational chatter ("global tracer
+/// provider is set"…) left out unless asked for.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let spec = std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty());
+    let spec = spec.as_deref().unwrap_or("info");
+    let mut filter = tracing_subscriber::EnvFilter::try_new(spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if !spec.contains("opentelemetry") {
+        for target in OTEL_TARGETS {
+            if let Ok(directive) = format!("{target}=warn").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
+}
 
 /// Installs the global subscriber and, where configured, the OTLP exporters. Call once,
 /// first thing in `main`, with the binary's name (the default `service.name`), and keep
@@ -141,8 +158,7 @@ pub fn init(args: &TelemetryArgs, service: &'static str) -> Result<TelemetryGuar
     let meter_provider =
         if plan.metrics { Some(export::meter_provider(resource)?) } else { None };
 
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+    let filter = log_filter();
     let (text, json) = match args.log_format {
         LogFormat::Text => {
             (Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)), None)
