@@ -181,7 +181,8 @@ async fn one_trace_from_the_request_through_the_queue_to_the_worker() {
     assert!(p.wait_for_exit("kiln-worker", Duration::from_secs(60)).await, "{}", p.logs());
 
     let spans = wait_for_worker_spans(&receiver, &p).await;
-    let trace: Vec<ReceivedSpan> = spans.iter().filter(|s| s.trace_id == TRACE_ID).cloned().collect();
+    let trace: Vec<ReceivedSpan> =
+        spans.iter().filter(|s| s.trace_id == TRACE_ID).cloned().collect();
     let tree = render_tree(&trace);
     println!("{tree}");
 

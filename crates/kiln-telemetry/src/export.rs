@@ -92,7 +92,10 @@ pub(crate) fn tracer_provider(
             .with_protocol(Protocol::HttpBinary)
             .with_http_client(BlockingClient::new()?)
             .build()
-            .map_err(|err| TelemetryError::Exporter { signal: "trace", message: err.to_string() })?;
+            .map_err(|err| TelemetryError::Exporter {
+                signal: "trace",
+                message: err.to_string(),
+            })?;
         builder = builder.with_batch_exporter(exporter);
     }
     Ok(builder.build())
@@ -125,11 +128,11 @@ impl BlockingClient {
             .and_then(|ms| ms.trim().parse::<u64>().ok())
             .map_or(Duration::from_secs(10), Duration::from_millis);
         std::thread::spawn(move || reqwest::blocking::Client::builder().timeout(timeout).build())
-        .join()
-        .map_err(|_| "the thread building the HTTP client panicked".to_owned())
-        .and_then(|built| built.map_err(|err| err.to_string()))
-        .map(BlockingClient)
-        .map_err(|message| TelemetryError::Exporter { signal: "HTTP", message })
+            .join()
+            .map_err(|_| "the thread building the HTTP client panicked".to_owned())
+            .and_then(|built| built.map_err(|err| err.to_string()))
+            .map(BlockingClient)
+            .map_err(|message| TelemetryError::Exporter { signal: "HTTP", message })
     }
 }
 

@@ -150,13 +150,9 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 pub fn init(args: &TelemetryArgs, service: &'static str) -> Result<TelemetryGuard, TelemetryError> {
     let plan = export::Plan::from_env()?;
     let resource = export::resource(service);
-    let tracer_provider = if plan.disabled {
-        None
-    } else {
-        Some(export::tracer_provider(&plan, resource.clone())?)
-    };
-    let meter_provider =
-        if plan.metrics { Some(export::meter_provider(resource)?) } else { None };
+    let tracer_provider =
+        if plan.disabled { None } else { Some(export::tracer_provider(&plan, resource.clone())?) };
+    let meter_provider = if plan.metrics { Some(export::meter_provider(resource)?) } else { None };
 
     let filter = log_filter();
     let (text, json) = match args.log_format {

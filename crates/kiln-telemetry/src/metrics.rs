@@ -47,8 +47,7 @@ const FAST_SECONDS: [f64; 14] =
 const SLOW_SECONDS: [f64; 14] =
     [0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0];
 /// Bucket boundaries in samples per second.
-const THROUGHPUT: [f64; 12] =
-    [10.0, 100.0, 500.0, 1e3, 5e3, 1e4, 5e4, 1e5, 5e5, 1e6, 5e6, 1e7];
+const THROUGHPUT: [f64; 12] = [10.0, 100.0, 500.0, 1e3, 5e3, 1e4, 5e4, 1e5, 5e5, 1e6, 5e6, 1e7];
 
 struct Instruments {
     job_duration: Histogram<f64>,

@@ -273,11 +273,20 @@ impl JobCtx {
         let started = Instant::now();
         let result = self.put_bytes_retrying(&team, bytes).await;
         let seconds = started.elapsed().as_secs_f64();
-        kiln_telemetry::metrics::store_operation("put", bytes.len() as u64, seconds, result.is_ok());
+        kiln_telemetry::metrics::store_operation(
+            "put",
+            bytes.len() as u64,
+            seconds,
+            result.is_ok(),
+        );
         result
     }
 
-    async fn put_bytes_retrying(&self, team: &Team, bytes: &[u8]) -> Result<ObjectInfo, StoreError> {
+    async fn put_bytes_retrying(
+        &self,
+        team: &Team,
+        bytes: &[u8],
+    ) -> Result<ObjectInfo, StoreError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
