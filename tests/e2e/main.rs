@@ -1,8 +1,10 @@
 //! The main job, end to end, through the real binaries: a team uploads Iris, submits a
 //! training job, a worker trains it, the model is registered and aliased, and the bundle
-//! downloads intact.
+//! downloads intact. `telemetry.rs`: one OpenTelemetry trace from the API request through
+//! the queue to the worker, and silence without a collector.
 
 mod platform;
+mod telemetry;
 
 use std::time::{Duration, Instant};
 

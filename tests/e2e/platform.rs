@@ -43,6 +43,12 @@ impl Drop for Platform {
 
 impl Platform {
     pub async fn start() -> Self {
+        Self::start_with(&[], &[]).await
+    }
+
+    /// Starts the platform with extra environment variables for `kiln-api` and for
+    /// `kiln-worker` (OpenTelemetry settings, `KILN_WORKER_MAX_JOBS`…).
+    pub async fn start_with(api_env: &[(&str, &str)], worker_env: &[(&str, &str)]) -> Self {
         let test = fresh_database(4).await.expect("database");
         let s3 = S3sServer::start();
         let dir = tempfile::tempdir().unwrap();
@@ -51,7 +57,9 @@ impl Platform {
         let mut platform =
             Platform { test, s3, api, http: reqwest::Client::new(), dir, children: Vec::new() };
         let bind = format!("127.0.0.1:{port}");
-        platform.spawn("kiln-api", &[("KILN_API_BIND", bind.as_str())]);
+        let mut env = vec![("KILN_API_BIND", bind.as_str())];
+        env.extend_from_slice(api_env);
+        platform.spawn("kiln-api", &env);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !platform.ready().await {
             assert!(
@@ -62,14 +70,13 @@ impl Platform {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let cache = platform.dir.path().join("worker-cache").to_string_lossy().into_owned();
-        platform.spawn(
-            "kiln-worker",
-            &[
-                ("KILN_WORKER_DEVICE", "cpu"),
-                ("KILN_HEARTBEAT_SECONDS", "1"),
-                ("KILN_WORKER_CACHE_DIR", cache.as_str()),
-            ],
-        );
+        let mut env = vec![
+            ("KILN_WORKER_DEVICE", "cpu"),
+            ("KILN_HEARTBEAT_SECONDS", "1"),
+            ("KILN_WORKER_CACHE_DIR", cache.as_str()),
+        ];
+        env.extend_from_slice(worker_env);
+        platform.spawn("kiln-worker", &env);
         platform
     }
 
@@ -81,6 +88,13 @@ impl Platform {
     fn spawn(&mut self, name: &str, extra: &[(&str, &str)]) {
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
         let mut command = Command::new(binary(name));
+        // OpenTelemetry is off unless a test turns it on: no collector of the machine's
+        // environment receives a test's spans.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OTEL_") {
+                command.env_remove(&key);
+            }
+        }
         command
             .env("KILN_DATABASE_URL", &self.test.url)
             .envs(self.s3.child_env("e2e"))
@@ -89,6 +103,25 @@ impl Platform {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         self.children.push(command.spawn().unwrap_or_else(|e| panic!("start {name}: {e}")));
+    }
+
+    /// One child's log so far (`kiln-api` or `kiln-worker`).
+    pub fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Waits for a child to exit by itself (`KILN_WORKER_MAX_JOBS`, a signal); returns
+    /// whether it exited successfully.
+    pub async fn wait_for_exit(&mut self, name: &str, deadline: Duration) -> bool {
+        let index = ["kiln-api", "kiln-worker"].iter().position(|n| *n == name).unwrap();
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.children[index].try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(Instant::now() < until, "{name} did not exit:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Every child's log, for failure messages.

@@ -12,6 +12,7 @@
 //! [`serving`] the deployments loaded into this process (batching inference threads, the
 //! bundle cache, prediction samples). `kiln-api --serving-only` runs a replica that serves
 //! only predictions, reading the same registry.
+//! [`telemetry`] the server span of every request (W3C trace context) and the queue gauges.
 
 pub mod auth;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod routes;
 pub mod serving;
 pub mod startup;
 pub mod state;
+pub mod telemetry;
 pub mod validate;
 
 pub use startup::{ApiArgs, Application};

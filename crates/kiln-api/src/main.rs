@@ -15,7 +15,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    kiln_telemetry::init(&cli.telemetry)?;
+    // Held to the end: dropping it flushes the spans and metrics not yet exported.
+    let _telemetry = kiln_telemetry::init(&cli.telemetry, "kiln-api")?;
     let app = Application::build(&cli.api).await?;
     tracing::info!(port = app.port(), "kiln-api listening");
     app.run_until_stopped().await?;

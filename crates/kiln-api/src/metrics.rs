@@ -18,6 +18,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
+    /// Queue depth by state (crate::telemetry), refreshed when `/metrics` is scraped.
+    pub queue: crate::telemetry::QueueGauges,
 }
 
 impl Metrics {
@@ -41,7 +43,8 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(requests.clone())).expect("register once");
         registry.register(Box::new(latency.clone())).expect("register once");
-        Self { registry, requests, latency }
+        let queue = crate::telemetry::QueueGauges::register(&registry);
+        Self { registry, requests, latency, queue }
     }
 
     /// The Prometheus text exposition of every registered metric.

@@ -91,6 +91,7 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(error::json_error_bodies))
                 .wrap(from_fn(crate::validate::refuse_nul_in_url))
                 .wrap(from_fn(crate::metrics::record))
+                .wrap(from_fn(crate::telemetry::trace_requests))
                 .configure(|cfg| crate::routes::configure(cfg, serving_only))
                 .default_service(web::to(error::unknown_route))
         })

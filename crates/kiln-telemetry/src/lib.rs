@@ -1,10 +1,45 @@
 //! Kiln's observability set-up, shared by every binary: `tracing` with text or JSON log
-//! lines (`KILN_LOG_FORMAT`) filtered by `RUST_LOG` (default `info`).
+//! lines (`KILN_LOG_FORMAT`) filtered by `RUST_LOG` (default `info`), an OpenTelemetry
+//! layer that turns spans into OTLP traces, OTLP metrics, and W3C trace context carried as
+//! plain `traceparent` strings (see [`propagation`]), so a trace goes from an API request
+//! through the job row in PostgreSQL to the worker that trains the job.
 //!
-//! OpenTelemetry export and W3C trace-context propagation across API → queue → worker are
-//! the telemetry issue's work and will live here too, so no other crate sets up tracing.
+//! This is the only crate that knows OpenTelemetry: the others create `tracing` spans and
+//! call the helpers here with strings and numbers.
+//!
+//! Export follows OpenTelemetry's own variables. With neither `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! nor a signal's own endpoint (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+//! `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) set, nothing is exported: no exporter exists, so
+//! nothing connects, retries or complains. Spans still get trace ids (an SDK tracer without
+//! exporter), so log lines and the job row carry the trace through the system either way.
+//! `OTEL_SERVICE_NAME` (default: the binary's name), `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_TRACES_SAMPLER[_ARG]`,
+//! `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_TRACES_EXPORTER=none`,
+//! `OTEL_METRICS_EXPORTER=none` and `OTEL_SDK_DISABLED=true` are honoured. The transport is
+//! OTLP over HTTP with protobuf bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`, the
+//! only one accepted); a collector's port 4318.
+//!
+//! [`init`] returns a [`TelemetryGuard`]: dropping it flushes and shuts the exporters down,
+//! so a short-lived process keeps its last spans. Only spans are exported, never log
+//! events: a span carries the attributes its code chose (ids, names, sizes, durations),
+//! while log messages may quote user data.
+
+mod export;
+pub mod metrics;
+pub mod propagation;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::str::FromStr;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+pub use propagation::{continue_trace, link_to, record_trace_id, trace_id, traceparent};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,7 +59,8 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Telemetry settings every binary flattens into its arguments.
+/// Telemetry settings every binary flattens into its arguments. OpenTelemetry's settings
+/// are its own `OTEL_*` variables, read by [`init`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct TelemetryArgs {
     /// `text` or `json` log lines.
@@ -38,18 +74,121 @@ pub enum TelemetryError {
     BadLogFormat(String),
     #[error("tracing is already set up in this process")]
     AlreadySet,
+    #[error(
+        "{variable}=`{value}` is not supported: Kiln exports OTLP over HTTP with protobuf \
+         bodies (`http/protobuf`, a collector's port 4318)"
+    )]
+    UnsupportedProtocol { variable: &'static str, value: String },
+    #[error("the OTLP {signal} exporter cannot be built: {message}")]
+    Exporter { signal: &'static str, message: String },
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init(args: &TelemetryArgs) -> Result<(), TelemetryError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Flushes and shuts down the exporters when dropped. Keep it alive until `main` returns.
+#[must_use = "dropping the guard shuts telemetry export down"]
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    exporting: bool,
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryGuard")
+            .field("traces", &self.tracer_provider.is_some())
+            .field("metrics", &self.meter_provider.is_some())
+            .field("exporting", &self.exporting)
+            .finish()
+    }
+}
+
+impl TelemetryGuard {
+    /// Whether any OTLP exporter is configured (an endpoint is set).
+    pub fn is_exporting(&self) -> bool {
+        self.exporting
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        // Shutting down flushes: the batch span processor exports what it holds, the
+        // periodic metric reader collects and exports once more. Failures are reported by
+        // the SDK itself (its internal logs), once; there is nothing left to retry.
+        if let Some(provider) = self.tracer_provider.take() {
+            let _ = provider.shutdown();
+        }
+        if let Some(provider) = self.meter_provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// The OpenTelemetry SDK's own targets: heard from `warn` up (an exporter that cannot reach
+/// its collector still says so) unless `RUST_LOG` names them.
+const OTEL_TARGETS: [&str; 4] =
+    ["opentelemetry", "opentelemetry_sdk", "opentelemetry-otlp", "opentelemetry-http"];
+
+/// `RUST_LOG` (default `info`), with the SDK's informational chatter ("global tracer
+/// provider is set"…) left out unless asked for.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let spec = std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty());
+    let spec = spec.as_deref().unwrap_or("info");
+    let mut filter = tracing_subscriber::EnvFilter::try_new(spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = match args.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    if !spec.contains("opentelemetry") {
+        for target in OTEL_TARGETS {
+            if let Ok(directive) = format!("{target}=warn").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
+}
+
+/// Installs the global subscriber and, where configured, the OTLP exporters. Call once,
+/// first thing in `main`, with the binary's name (the default `service.name`), and keep
+/// the guard until the process ends.
+pub fn init(args: &TelemetryArgs, service: &'static str) -> Result<TelemetryGuard, TelemetryError> {
+    let plan = export::Plan::from_env()?;
+    let resource = export::resource(service);
+    let tracer_provider =
+        if plan.disabled { None } else { Some(export::tracer_provider(&plan, resource.clone())?) };
+    let meter_provider = if plan.metrics { Some(export::meter_provider(resource)?) } else { None };
+
+    let filter = log_filter();
+    let (text, json) = match args.log_format {
+        LogFormat::Text => {
+            (Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)), None)
+        }
+        LogFormat::Json => {
+            (None, Some(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)))
+        }
     };
-    result.map_err(|_| TelemetryError::AlreadySet)
+    let otel = tracer_provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("kiln"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_level(false)
+            .with_target(false)
+            // Spans only: log events stay in the logs (see the crate's documentation).
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_span()))
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(otel)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadySet)?;
+
+    if let Some(provider) = &tracer_provider {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
+    if let Some(provider) = &meter_provider {
+        opentelemetry::global::set_meter_provider(provider.clone());
+    }
+    Ok(TelemetryGuard { tracer_provider, meter_provider, exporting: plan.traces || plan.metrics })
 }
 
 #[cfg(test)]

@@ -117,7 +117,15 @@ impl DatasetCache {
             )
         })?;
         let key = Key::parse(blob.key.clone())?;
-        let info = download_to_file(store, &key, &path).await?;
+        let started = std::time::Instant::now();
+        let downloaded = download_to_file(store, &key, &path).await;
+        kiln_telemetry::metrics::store_operation(
+            "get",
+            downloaded.as_ref().map_or(0, |info| info.size),
+            started.elapsed().as_secs_f64(),
+            downloaded.is_ok(),
+        );
+        let info = downloaded?;
         if info.sha256.to_string() != blob.sha256 {
             remove(&path).await;
             return Err(StoreError::new(

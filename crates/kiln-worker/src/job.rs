@@ -42,6 +42,7 @@ use kiln_store::{ArtifactStore, ErrorKind, Key, ObjectInfo, StoreError, Team};
 use kiln_types::spec::{JobSpec, ModelSpec};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::control::JobControl;
 use crate::inputs::{CacheOutcome, DatasetCache, Inputs};
@@ -76,6 +77,21 @@ pub(crate) enum JobEnd {
     /// The final write could not get through before the lease ran out; the rescuer will
     /// take the job back.
     Abandoned,
+}
+
+impl JobEnd {
+    /// The outcome's name in spans and metrics (`job.outcome`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JobEnd::Succeeded => "succeeded",
+            JobEnd::Failed { retrying: true } => "failed_retrying",
+            JobEnd::Failed { retrying: false } => "failed",
+            JobEnd::Cancelled => "cancelled",
+            JobEnd::Released => "released",
+            JobEnd::LeaseLost => "lease_lost",
+            JobEnd::Abandoned => "abandoned",
+        }
+    }
 }
 
 /// Why an attempt fails.
@@ -254,10 +270,27 @@ impl JobCtx {
     /// a few times (the store already retried each call).
     async fn put_bytes(&self, bytes: &[u8]) -> Result<ObjectInfo, StoreError> {
         let team = Team::parse(self.lease.job.team_id.to_string())?;
+        let started = Instant::now();
+        let result = self.put_bytes_retrying(&team, bytes).await;
+        let seconds = started.elapsed().as_secs_f64();
+        kiln_telemetry::metrics::store_operation(
+            "put",
+            bytes.len() as u64,
+            seconds,
+            result.is_ok(),
+        );
+        result
+    }
+
+    async fn put_bytes_retrying(
+        &self,
+        team: &Team,
+        bytes: &[u8],
+    ) -> Result<ObjectInfo, StoreError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
-            match self.store.put_stream(&team, &mut &bytes[..]).await {
+            match self.store.put_stream(team, &mut &bytes[..]).await {
                 Ok(info) => return Ok(info),
                 Err(err) if err.is_retryable() && attempt < 4 && !self.control.lease_lost() => {
                     tracing::warn!(job = %self.job_id(), error = %err, "upload failed; retrying");
@@ -273,11 +306,20 @@ impl JobCtx {
     /// Reads a whole object, retrying an unavailable store a few times.
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let key = Key::parse(key.to_owned())?;
+        let started = Instant::now();
+        let result = self.get_bytes_retrying(&key).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let size = result.as_ref().map_or(0, |bytes| bytes.len() as u64);
+        kiln_telemetry::metrics::store_operation("get", size, seconds, result.is_ok());
+        result
+    }
+
+    async fn get_bytes_retrying(&self, key: &Key) -> Result<Vec<u8>, StoreError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
             let result = async {
-                let mut stream = self.store.get(&key, None).await?;
+                let mut stream = self.store.get(key, None).await?;
                 let mut out = Vec::new();
                 while let Some(chunk) = stream.next().await {
                     out.extend_from_slice(&chunk?);
@@ -304,6 +346,21 @@ impl JobCtx {
         if self.control.lease_lost() {
             return None;
         }
+        let span = tracing::info_span!(
+            "kiln.job.checkpoint.upload",
+            job.id = %self.job_id(),
+            epoch,
+            size_bytes = bytes.len(),
+            otel.status_code = tracing::field::Empty,
+        );
+        let line = self.save_checkpoint_in_span(epoch, bytes).instrument(span.clone()).await;
+        if line.as_ref().is_some_and(|l| l.level != "info") {
+            span.record("otel.status_code", "error");
+        }
+        line
+    }
+
+    async fn save_checkpoint_in_span(&self, epoch: u32, bytes: &[u8]) -> Option<LogLine> {
         let stored = match self.put_bytes(bytes).await {
             Ok(info) => info,
             Err(err) => {
@@ -347,9 +404,11 @@ pub(crate) async fn run_job(env: &WorkerEnv, lease: Lease) -> JobEnd {
         db_timeout: env.heartbeat.max(Duration::from_secs(2)).min(env.lease),
         lease,
     });
-    let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone()));
+    // The job's tasks run under its span (`kiln.job`): their log lines carry its trace id,
+    // and the checkpoint uploads nest under it.
+    let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone()).in_current_span());
     let (events, rx) = mpsc::unbounded_channel();
-    let uploader = tokio::spawn(upload_events(ctx.clone(), rx));
+    let uploader = tokio::spawn(upload_events(ctx.clone(), rx).in_current_span());
     let job = &ctx.lease.job;
     let _ = events.send(Event::Log(info(format!(
         "claimed by worker {} on {} (attempt {} of {})",
@@ -386,10 +445,21 @@ async fn prepare_and_train(
     }
 
     let started = Instant::now();
-    let (dataset_path, cached) = env
-        .cache
-        .fetch(&*env.store, &inputs.dataset)
-        .await
+    let download = tracing::info_span!(
+        "kiln.job.dataset.download",
+        job.id = %job.id,
+        dataset.sha256 = %inputs.dataset.sha256,
+        size_bytes = inputs.dataset.size_bytes,
+        cache.hit = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let fetched = env.cache.fetch(&*env.store, &inputs.dataset).instrument(download.clone()).await;
+    match &fetched {
+        Ok((_, cached)) => download.record("cache.hit", *cached == CacheOutcome::Hit),
+        Err(_) => download.record("otel.status_code", "error"),
+    };
+    drop(download);
+    let (dataset_path, cached) = fetched
         .map_err(|err| input_failure(&format!("the dataset {}", inputs.dataset.key), err))?;
     let short = &inputs.dataset.sha256[..12];
     let _ = events.send(Event::Log(info(match cached {
@@ -403,13 +473,25 @@ async fn prepare_and_train(
     let script = match &inputs.script {
         Some(script) => Some(
             ctx.get_bytes(&script.key)
+                .instrument(tracing::info_span!(
+                    "kiln.job.script.download",
+                    job.id = %job.id,
+                    size_bytes = script.size_bytes,
+                ))
                 .await
                 .map_err(|err| input_failure(&format!("the script {}", script.key), err))?,
         ),
         None => None,
     };
     let resume = match &job.checkpoint_key {
-        Some(key) => load_checkpoint(ctx, key, &events).await?,
+        Some(key) => {
+            let span = tracing::info_span!(
+                "kiln.job.checkpoint.download",
+                job.id = %job.id,
+                epoch = job.checkpoint_epoch,
+            );
+            load_checkpoint(ctx, key, &events).instrument(span).await?
+        }
         None => None,
     };
     let facts = RunFacts {
@@ -434,6 +516,16 @@ async fn prepare_and_train(
         return Ok((stopped_before_training(reason, &resume), facts));
     }
 
+    let train_span = tracing::info_span!(
+        "kiln.job.train",
+        job.id = %job.id,
+        model.type = spec.model.type_name(),
+        device = env.device_name,
+        train.samples = tracing::field::Empty,
+        epochs = spec.hyperparameters.epochs,
+        resumed_from_epoch = resume.as_ref().map(Checkpoint::epoch),
+    );
+    let model_type = spec.model.type_name();
     let training = Training {
         spec,
         dataset_path,
@@ -446,9 +538,18 @@ async fn prepare_and_train(
             checkpoint_every: env.checkpoint_every,
             last_checkpoint: Instant::now(),
             periodic_stop: false,
+            epochs: EpochSpans {
+                parent: train_span.clone(),
+                job_id: job.id,
+                model_type,
+                device: env.device_name,
+                samples: 0,
+                current: None,
+                epoch_started: Instant::now(),
+            },
         },
     };
-    match tokio::task::spawn_blocking(move || training.run()).await {
+    match tokio::task::spawn_blocking(move || train_span.in_scope(|| training.run())).await {
         Ok(result) => result.map(|trained| (trained, facts)),
         Err(err) => Err(Failure::Infra(format!("the training thread failed: {err}"))),
     }
@@ -523,6 +624,13 @@ impl Training {
         let prepared = kiln_ml::prepare(&self.spec, &dataset)?;
         drop(dataset);
         let device = self.options.device.resolve()?.name();
+        self.observer.epochs.samples = prepared.train_len();
+        tracing::Span::current().record("train.samples", prepared.train_len());
+        let first_epoch = self.resume.as_ref().map_or(1, |c| c.epoch() + 1);
+        let partial = self.resume.as_ref().is_some_and(|c| c.step() > 0);
+        if first_epoch <= self.spec.hyperparameters.epochs {
+            self.observer.epochs.start(first_epoch, partial);
+        }
 
         let started = Instant::now();
         let mut resume = self.resume.take();
@@ -577,6 +685,70 @@ struct WorkerObserver {
     last_checkpoint: Instant,
     /// Set when `should_stop` stopped training only for a time-based checkpoint.
     periodic_stop: bool,
+    epochs: EpochSpans,
+}
+
+/// One span per epoch (`kiln.job.epoch`, a child of `kiln.job.train`), and the training
+/// throughput metric. The first span opens when training starts, the next ones at their
+/// epoch's first step (a span opened at the previous `on_epoch` would be a phantom epoch
+/// when training stops early), so a span misses its first batch; the throughput is timed
+/// from the previous epoch's end and does not.
+struct EpochSpans {
+    parent: tracing::Span,
+    job_id: uuid::Uuid,
+    model_type: &'static str,
+    device: &'static str,
+    /// Training samples per epoch.
+    samples: usize,
+    /// The open epoch's span, and whether it began mid-epoch (a resume from a stop
+    /// checkpoint: its throughput would be wrong).
+    current: Option<(tracing::Span, bool)>,
+    /// When the current epoch started: the end of the previous one, or training's start.
+    epoch_started: Instant,
+}
+
+impl EpochSpans {
+    fn open(&mut self, epoch: u32, partial: bool) {
+        let span = tracing::info_span!(
+            parent: &self.parent,
+            "kiln.job.epoch",
+            job.id = %self.job_id,
+            epoch,
+            samples = self.samples,
+            samples_per_second = tracing::field::Empty,
+            train.loss = tracing::field::Empty,
+            val.loss = tracing::field::Empty,
+        );
+        self.current = Some((span, partial));
+    }
+
+    /// Training started (`partial`: mid-epoch, from a stop checkpoint).
+    fn start(&mut self, epoch: u32, partial: bool) {
+        self.epoch_started = Instant::now();
+        self.open(epoch, partial);
+    }
+
+    /// A step of `epoch` ended: its span opens if it is not open yet.
+    fn step(&mut self, epoch: u32) {
+        if self.current.is_none() {
+            self.open(epoch, false);
+        }
+    }
+
+    /// An epoch ended.
+    fn close(&mut self, metrics: &EpochMetrics) {
+        let seconds = self.epoch_started.elapsed().as_secs_f64();
+        self.epoch_started = Instant::now();
+        if let Some((span, partial)) = self.current.take() {
+            span.record("train.loss", metrics.train_loss);
+            span.record("val.loss", metrics.val_loss);
+            if !partial && seconds > 0.0 {
+                let rate = self.samples as f64 / seconds;
+                span.record("samples_per_second", rate);
+                kiln_telemetry::metrics::epoch_throughput(rate, self.model_type, self.device);
+            }
+        }
+    }
 }
 
 impl WorkerObserver {
@@ -588,10 +760,12 @@ impl WorkerObserver {
 impl TrainObserver for WorkerObserver {
     fn on_step(&mut self, progress: &StepProgress) {
         self.control.set_progress(progress);
+        self.epochs.step(progress.epoch);
     }
 
     fn on_epoch(&mut self, metrics: &EpochMetrics) {
         let epochs = self.control.progress().and_then(|p| p["epochs"].as_u64()).unwrap_or(0);
+        self.epochs.close(metrics);
         let mut line = format!("epoch {}/{epochs}:", metrics.epoch);
         for (i, (name, value)) in metrics.series().into_iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };
@@ -758,7 +932,12 @@ async fn finish(ctx: &JobCtx, trained: Result<(Trained, RunFacts), Failure>) -> 
             }
         }
         Trained::Completed { bundle, metrics, device, training_seconds } => {
-            let stored = match ctx.put_bytes(&bundle).await {
+            let upload = tracing::info_span!(
+                "kiln.job.bundle.upload",
+                job.id = %ctx.job_id(),
+                size_bytes = bundle.len(),
+            );
+            let stored = match ctx.put_bytes(&bundle).instrument(upload).await {
                 Ok(info) => info,
                 Err(err) => {
                     return fail(ctx, Failure::Infra(format!("uploading the model bundle: {err}")))
@@ -821,7 +1000,13 @@ async fn fail(ctx: &JobCtx, failure: Failure) -> JobEnd {
     })
     .await;
     tracing::warn!(job = %ctx.job_id(), retryable, message, "attempt failed");
-    match ctx.write("fail", || ctx.queue.fail(&ctx.lease, &message, retryable)).await {
+    // The message stays in the job's logs and row: it may quote the data.
+    let span = tracing::info_span!("kiln.job.fail", job.id = %ctx.job_id(), retryable);
+    match ctx
+        .write("fail", || ctx.queue.fail(&ctx.lease, &message, retryable))
+        .instrument(span)
+        .await
+    {
         Ok(outcome) => {
             JobEnd::Failed { retrying: matches!(outcome, kiln_queue::FailOutcome::Retrying { .. }) }
         }
@@ -838,7 +1023,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), QueueError>>,
 {
-    match ctx.write(what, op).await {
+    // `kiln.job.complete`, `kiln.job.cancelled` or `kiln.job.release`.
+    let span = tracing::info_span!(
+        "kiln.job.final_write",
+        otel.name = %format!("kiln.job.{what}"),
+        job.id = %ctx.job_id(),
+    );
+    match ctx.write(what, op).instrument(span).await {
         Ok(()) => end,
         Err(WriteError::LeaseLost) => JobEnd::LeaseLost,
         Err(WriteError::GaveUp(why)) => {

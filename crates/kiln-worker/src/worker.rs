@@ -6,12 +6,13 @@
 //! takes back the jobs of a dead one.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use kiln_ml::DeviceChoice;
-use kiln_queue::{Claimer, Queue, QueueConfig, WorkerInfo};
+use kiln_queue::{Claimer, Lease, Queue, QueueConfig, WorkerInfo};
 use kiln_types::WorkerDevice;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::inputs::DatasetCache;
@@ -89,17 +90,41 @@ pub async fn run(settings: Settings, shutdown: Arc<Shutdown>) -> anyhow::Result<
     let mut jobs_ended = 0u64;
     let mut claim_delay = Duration::from_millis(100);
     while !shutdown.is_requested() && settings.max_jobs.is_none_or(|max| jobs_ended < max) {
-        match queue.claim(claimer).await {
+        let claim_started = (SystemTime::now(), Instant::now());
+        let claimed = queue.claim(claimer).await;
+        if let Ok(job) = &claimed {
+            let seconds = claim_started.1.elapsed().as_secs_f64();
+            kiln_telemetry::metrics::claim_finished(seconds, job.is_some());
+        }
+        match claimed {
             Ok(Some(lease)) => {
                 claim_delay = Duration::from_millis(100);
                 let job_id = lease.job.id;
-                tracing::info!(job = %job_id, attempt = lease.job.attempt, "claimed a job");
                 *current_job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job_id);
-                let _ = queue.worker_heartbeat(worker_id, Some(job_id)).await;
-                let end = run_job(&env, lease).await;
+                let span = job_span(&env, &lease, claim_started.0);
+                let job_started = Instant::now();
+                let model_type = model_type(&lease.job.spec);
+                let end = async {
+                    tracing::info!(job = %job_id, attempt = lease.job.attempt, "claimed a job");
+                    let _ = queue.worker_heartbeat(worker_id, Some(job_id)).await;
+                    let end = run_job(&env, lease).await;
+                    log_end(job_id, end);
+                    end
+                }
+                .instrument(span.clone())
+                .await;
+                span.record("job.outcome", end.as_str());
+                if matches!(end, JobEnd::Failed { .. } | JobEnd::Abandoned) {
+                    span.record("otel.status_code", "error");
+                }
+                kiln_telemetry::metrics::job_finished(
+                    job_started.elapsed().as_secs_f64(),
+                    end.as_str(),
+                    &model_type,
+                    env.device_name,
+                );
                 *current_job.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 jobs_ended += 1;
-                log_end(job_id, end);
             }
             Ok(None) => {
                 tokio::select! {
@@ -123,6 +148,55 @@ pub async fn run(settings: Settings, shutdown: Arc<Shutdown>) -> anyhow::Result<
     }
     tracing::info!(worker = %worker_id, jobs_ended, "kiln-worker stopped");
     Ok(())
+}
+
+/// The job's span: it continues the trace stored on the job row at submission (the API
+/// request's), so one trace runs from the request through the queue to this worker. The
+/// claim transaction, which ran before the job (hence its trace) was known, is recorded as
+/// its first child with its real timing.
+fn job_span(env: &WorkerEnv, lease: &Lease, claim_started: SystemTime) -> tracing::Span {
+    let job = &lease.job;
+    let span = tracing::info_span!(
+        "kiln.job",
+        job.id = %job.id,
+        team.id = %job.team_id,
+        model.type = %model_type(&job.spec),
+        device = env.device_name,
+        job.attempt = job.attempt,
+        job.max_attempts = job.max_attempts,
+        lease.epoch = lease.epoch,
+        worker.id = %env.worker_id,
+        job.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    kiln_telemetry::continue_trace(&span, job.trace_context.as_deref(), None);
+    kiln_telemetry::record_trace_id(&span);
+    // How long the job had been runnable: `run_after` (the database's clock) is its
+    // submission or the end of its retry backoff; now is this machine's clock.
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let waited = (now_ms - job.run_after.timestamp_millis()).max(0) as f64 / 1000.0;
+    kiln_telemetry::metrics::job_queue_wait(waited, &model_type(&job.spec));
+    kiln_telemetry::propagation::record_span(
+        &span,
+        "kiln.job.claim",
+        claim_started,
+        SystemTime::now(),
+        vec![
+            ("job.id", job.id.to_string().into()),
+            ("worker.id", env.worker_id.to_string().into()),
+            ("job.attempt", i64::from(job.attempt).into()),
+            ("queue.wait_seconds", waited.into()),
+        ],
+    );
+    span
+}
+
+/// The spec's `model.type` (`mlp`, `cnn`…), for span attributes and metric labels.
+fn model_type(spec: &serde_json::Value) -> String {
+    spec["model"]["type"].as_str().unwrap_or("unknown").to_owned()
 }
 
 fn log_end(job_id: Uuid, end: JobEnd) {

@@ -384,7 +384,15 @@ pub async fn predict(
                     .map(|p| (format!("instances[{}].{}", p.index, p.field), p.message)),
             )
         })?;
-    let answer = engine.submit(features, instances.len()).map_err(|err| {
+    let span = tracing::info_span!(
+        "kiln.serving.predict",
+        team.id = %team,
+        deployment = %live.row.name,
+        model.version = engine.version,
+        instances = instances.len(),
+    );
+    let traceparent = kiln_telemetry::traceparent(&span);
+    let answer = engine.submit(features, instances.len(), traceparent).map_err(|err| {
         outcome("overloaded");
         match err {
             SubmitError::Overloaded => ApiError {
@@ -402,7 +410,7 @@ pub async fn predict(
             }
         }
     })?;
-    let predictions = match answer.await {
+    let predictions = match tracing::Instrument::instrument(answer, span).await {
         Ok(Ok(predictions)) => predictions,
         Ok(Err(message)) => {
             outcome("error");

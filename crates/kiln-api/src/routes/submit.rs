@@ -13,6 +13,7 @@ use kiln_queue::{Enqueued, NewJob};
 use kiln_types::Role;
 use kiln_types::spec::{JobSpec, ModelSpec, Task};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -122,8 +123,10 @@ fn check_against_schema(
     }
 }
 
-/// A W3C `traceparent` value worth keeping: `00-<32 hex>-<16 hex>-<2 hex>`.
-fn traceparent(req: &HttpRequest) -> Option<String> {
+/// The request's own W3C `traceparent`, when well formed (`00-<32 hex>-<16 hex>-<2 hex>`):
+/// what the job keeps when this process traces nothing (no OpenTelemetry layer, as in
+/// tests that run the app in process).
+fn incoming_traceparent(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get("traceparent")?.to_str().ok()?.trim();
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
@@ -175,6 +178,14 @@ pub async fn submit(
         return Err(ApiError::validation(problems));
     }
     let canonical = spec.to_json();
+    // The job row keeps this span's context: the worker continues the trace from here,
+    // whether or not the request carried a `traceparent` of its own.
+    let submit_span = tracing::info_span!(
+        "kiln.job.submit",
+        team.id = %team,
+        model.type = spec.model.type_name(),
+        job.id = tracing::field::Empty,
+    );
     let new = NewJob {
         team_id: team,
         kind: "train".to_owned(),
@@ -184,12 +195,15 @@ pub async fn submit(
         max_attempts: i32::try_from(spec.max_attempts).unwrap_or(i32::MAX),
         device: spec.device,
         idempotency_key,
-        trace_context: traceparent(&req),
+        trace_context: kiln_telemetry::traceparent(&submit_span)
+            .or_else(|| incoming_traceparent(&req)),
         created_by: Some(caller.token_id()),
     };
-    match state.queue.enqueue(new).await? {
+    let enqueued = state.queue.enqueue(new).instrument(submit_span.clone()).await?;
+    match enqueued {
         Enqueued::Existing(job) => Ok(HttpResponse::Ok().json(job_view(job))),
         Enqueued::Created(job) => {
+            submit_span.record("job.id", tracing::field::display(job.id));
             // A job is a run too: its metrics live in the same series as tracked runs'.
             let params = canonical.get("hyperparameters").cloned().unwrap_or_else(|| json!({}));
             runs::create(

@@ -29,6 +29,8 @@ struct Work {
     features: Vec<f32>,
     rows: usize,
     reply: oneshot::Sender<Answer>,
+    /// The request's span, which the batch span that answers it links to.
+    traceparent: Option<String>,
 }
 
 /// Why a request was not queued.
@@ -74,6 +76,8 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// The thread's name, for `top -H` and debuggers.
     pub thread_name: String,
+    /// `team/deployment`, for spans.
+    pub deployment: String,
 }
 
 impl Engine {
@@ -92,6 +96,7 @@ impl Engine {
         let thread_bundle = bundle.clone();
         let thread_instruments = instruments.clone();
         let device = config.device;
+        let who = (config.deployment.clone(), config.version);
         std::thread::Builder::new()
             .name(config.thread_name.clone())
             .spawn(move || {
@@ -103,7 +108,7 @@ impl Engine {
                 match loaded {
                     Ok(model) => {
                         let _ = ready_tx.send(Ok(model.device().name()));
-                        run(&model, &rx, batching, &thread_depth, &thread_instruments);
+                        run(&model, &rx, batching, &thread_depth, &thread_instruments, &who);
                     }
                     Err(err) => {
                         let _ = ready_tx.send(Err(err.to_string()));
@@ -132,10 +137,11 @@ impl Engine {
         &self,
         features: Vec<f32>,
         rows: usize,
+        traceparent: Option<String>,
     ) -> Result<oneshot::Receiver<Answer>, SubmitError> {
         let (reply, answer) = oneshot::channel();
         let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
-        match self.tx.try_send(Work { features, rows, reply }) {
+        match self.tx.try_send(Work { features, rows, reply, traceparent }) {
             Ok(()) => {
                 self.instruments.queue_depth.set(depth as i64);
                 Ok(answer)
@@ -163,6 +169,7 @@ fn run(
     batching: Batching,
     depth: &AtomicU64,
     instruments: &EngineInstruments,
+    who: &(String, i32),
 ) {
     let max_rows = batching.max_batch_size.max(1) as usize;
     let max_wait = Duration::from_millis(u64::from(batching.max_wait_ms));
@@ -199,12 +206,26 @@ fn run(
         let left = depth.fetch_sub(batch.len() as u64, Ordering::Relaxed) - batch.len() as u64;
         instruments.queue_depth.set(left as i64);
         instruments.batch_rows.observe(rows as f64);
-        answer(model, batch, rows);
+        answer(model, batch, rows, who);
     }
 }
 
-/// Runs one batch and answers each request with its slice of the predictions.
-fn answer(model: &LoadedModel, batch: Vec<Work>, rows: usize) {
+/// Runs one batch and answers each request with its slice of the predictions, under a
+/// `kiln.serving.batch` span linked to the span of every request in it.
+fn answer(model: &LoadedModel, batch: Vec<Work>, rows: usize, who: &(String, i32)) {
+    // A root span: each request it answers has its own trace, linked from here.
+    let span = tracing::info_span!(
+        parent: None,
+        "kiln.serving.batch",
+        deployment = %who.0,
+        model.version = who.1,
+        rows,
+        requests = batch.len(),
+    );
+    for traceparent in batch.iter().filter_map(|w| w.traceparent.as_deref()) {
+        kiln_telemetry::link_to(&span, traceparent);
+    }
+    let _entered = span.enter();
     let result = if batch.len() == 1 {
         model.predict_features(&batch[0].features, rows)
     } else {

@@ -487,6 +487,7 @@ impl Serving {
             device: self.inner.args.device.into(),
             queue_capacity: self.inner.args.queue_capacity,
             thread_name: format!("kiln-serve-{}-v{}", truncate(&row.name, 16), bundle.version),
+            deployment: format!("{}/{}", row.team_name, row.name),
         };
         Engine::start(model, config, instruments).await
     }
