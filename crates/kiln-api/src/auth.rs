@@ -5,8 +5,12 @@
 //! `caller.team()?` for team resources. Team resources are always looked up *with* the
 //! caller's team id, so another team's resource answers 404, exactly like a missing one.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -126,10 +130,127 @@ impl FromRequest for Caller {
             if !token.starts_with("kiln_") {
                 return Err(ApiError::new(ErrorCode::Unauthenticated, "invalid token"));
             }
-            match tokens::authenticate(&state.db, &token).await? {
-                Some(principal) => Ok(Caller(principal)),
+            let hash = tokens::hash_token(&token);
+            if let Some(principal) = state.tokens.get(&hash) {
+                return Ok(Caller(principal));
+            }
+            let generation = state.tokens.generation();
+            match tokens::authenticate_hashed(&state.db, hash.clone()).await? {
+                Some(principal) => {
+                    state.tokens.insert(hash, principal, generation);
+                    Ok(Caller(principal))
+                }
                 None => Err(ApiError::new(ErrorCode::Unauthenticated, "invalid or revoked token")),
             }
         })
+    }
+}
+
+/// Authenticated tokens, cached so a hot route (predict) does not query PostgreSQL on every
+/// request. Correctness comes from revocation notices, not from the TTL: every replica
+/// listens on `kiln_tokens` (a trigger announces each revoked or deleted token) and forgets
+/// the token at once; the replica that revokes forgets it before answering. While the
+/// listener is not connected (start-up, a database outage) nothing is cached, and on every
+/// reconnect the cache is emptied (notices may have been lost). A generation counter stops a
+/// lookup that raced a revocation from caching the stale answer. Entries also expire after
+/// `KILN_AUTH_CACHE_SECONDS` (0 turns caching off).
+#[derive(Debug, Clone)]
+pub struct TokenCache {
+    inner: Arc<CacheInner>,
+}
+
+#[derive(Debug)]
+struct CacheInner {
+    entries: RwLock<HashMap<Vec<u8>, (Principal, Instant)>>,
+    ttl_millis: AtomicU64,
+    listening: AtomicBool,
+    generation: AtomicU64,
+}
+
+/// Entries kept at most; beyond it the cache starts over.
+const MAX_CACHED_TOKENS: usize = 10_000;
+
+impl TokenCache {
+    /// A cache that stays empty until [`TokenCache::start`] has its listener connected.
+    pub fn new(ttl: Duration) -> Self {
+        TokenCache {
+            inner: Arc::new(CacheInner {
+                entries: RwLock::new(HashMap::new()),
+                ttl_millis: AtomicU64::new(ttl.as_millis() as u64),
+                listening: AtomicBool::new(false),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Starts listening for revocations (on the current tokio runtime).
+    pub fn start(ttl: Duration, db: kiln_db::Db) -> Self {
+        let cache = TokenCache::new(ttl);
+        let listener = cache.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(mut revocations) = tokens::Revocations::listen(&db).await {
+                    listener.clear();
+                    listener.inner.listening.store(true, Ordering::SeqCst);
+                    while let Ok(Some(id)) = revocations.next().await {
+                        listener.forget(id);
+                    }
+                    listener.inner.listening.store(false, Ordering::SeqCst);
+                    listener.clear();
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        cache
+    }
+
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.inner.ttl_millis.store(ttl.as_millis() as u64, Ordering::Relaxed);
+        self.clear();
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.inner.ttl_millis.load(Ordering::Relaxed))
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
+    }
+
+    fn get(&self, hash: &[u8]) -> Option<Principal> {
+        if !self.inner.listening.load(Ordering::SeqCst) {
+            return None;
+        }
+        let entries = self.inner.entries.read().expect("token cache lock");
+        let (principal, at) = entries.get(hash)?;
+        (at.elapsed() < self.ttl()).then_some(*principal)
+    }
+
+    fn insert(&self, hash: Vec<u8>, principal: Principal, generation: u64) {
+        if !self.inner.listening.load(Ordering::SeqCst) || self.ttl().is_zero() {
+            return;
+        }
+        let mut entries = self.inner.entries.write().expect("token cache lock");
+        // Checked under the lock: forget/clear bump the generation holding it too.
+        if self.generation() != generation {
+            return;
+        }
+        if entries.len() >= MAX_CACHED_TOKENS {
+            entries.clear();
+        }
+        entries.insert(hash, (principal, Instant::now()));
+    }
+
+    /// Forgets a token (revoked or deleted) at once.
+    pub fn forget(&self, token_id: Uuid) {
+        let mut entries = self.inner.entries.write().expect("token cache lock");
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        entries.retain(|_, (p, _)| p.token_id != token_id);
+    }
+
+    fn clear(&self) {
+        let mut entries = self.inner.entries.write().expect("token cache lock");
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
     }
 }

@@ -31,6 +31,10 @@ pub struct ApiArgs {
     /// Largest dataset upload accepted, in bytes.
     #[arg(long = "max-upload-bytes", env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+    /// Seconds an authenticated token is trusted without asking PostgreSQL again (a
+    /// revocation evicts it at once on every replica; 0 turns the cache off).
+    #[arg(long = "auth-cache-seconds", env = "KILN_AUTH_CACHE_SECONDS", default_value_t = crate::state::DEFAULT_AUTH_CACHE_SECONDS as f64)]
+    pub auth_cache_seconds: f64,
     #[command(flatten)]
     pub serving: ServingArgs,
 }
@@ -66,6 +70,7 @@ impl Application {
             Limits { json_bytes: args.max_json_bytes, upload_bytes: args.max_upload_bytes },
             args.serving.clone(),
         );
+        state.tokens.set_ttl(std::time::Duration::from_secs_f64(args.auth_cache_seconds.max(0.0)));
         let listener = TcpListener::bind(&args.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.bind))?;
         Self::from_state(state, listener, args.workers)

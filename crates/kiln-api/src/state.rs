@@ -18,6 +18,8 @@ pub struct AppState {
     pub store: Arc<dyn ArtifactStore>,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// Authenticated tokens (revocations announced by PostgreSQL evict them at once).
+    pub tokens: crate::auth::TokenCache,
     /// Deployments loaded into this process (the only in-process state: a cache of what
     /// PostgreSQL says should be served, rebuilt by every replica on its own).
     pub serving: Serving,
@@ -32,6 +34,10 @@ pub struct Limits {
     pub upload_bytes: u64,
 }
 
+/// How long an authenticated token is trusted without asking PostgreSQL again (revocations
+/// evict it at once regardless).
+pub const DEFAULT_AUTH_CACHE_SECONDS: u64 = 10;
+
 impl AppState {
     /// The state of one API process: metrics, the queue, and serving (whose background
     /// tasks start on the current tokio runtime).
@@ -44,6 +50,10 @@ impl AppState {
         let metrics = Metrics::new();
         let serving = Serving::start(serving, db.clone(), store.clone(), &metrics.registry);
         AppState {
+            tokens: crate::auth::TokenCache::start(
+                std::time::Duration::from_secs(DEFAULT_AUTH_CACHE_SECONDS),
+                db.clone(),
+            ),
             queue: Queue::new(&db, QueueConfig::default()),
             db,
             store,

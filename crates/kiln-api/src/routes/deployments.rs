@@ -356,20 +356,11 @@ pub async fn predict(
         let why = routing.error.clone().unwrap_or_else(|| "no version takes traffic".to_owned());
         ApiError::unavailable("the deployment", why)
     })?;
-    let version = engine.version.to_string();
-    let labels = [live.row.team_name.as_str(), live.row.name.as_str(), version.as_str()];
-    let outcome = |o: &str| {
-        state
-            .serving
-            .metrics()
-            .predictions
-            .with_label_values(&[labels[0], labels[1], labels[2], o])
-            .inc();
-    };
+    let metrics = engine.instruments();
     let instances = body.into_inner().instances;
     let max = state.serving.args().max_instances;
     if instances.is_empty() || instances.len() > max {
-        outcome("invalid");
+        metrics.invalid.inc();
         return Err(ApiError::validation([(
             "instances".to_owned(),
             format!("must hold 1 to {max} instances, got {}", instances.len()),
@@ -377,7 +368,7 @@ pub async fn predict(
     }
     let features =
         engine.preprocessing.encode_rows(&instances, MAX_PROBLEMS).map_err(|problems| {
-            outcome("invalid");
+            metrics.invalid.inc();
             ApiError::validation(
                 problems
                     .into_iter()
@@ -393,7 +384,7 @@ pub async fn predict(
     );
     let traceparent = kiln_telemetry::traceparent(&span);
     let answer = engine.submit(features, instances.len(), traceparent).map_err(|err| {
-        outcome("overloaded");
+        metrics.overloaded.inc();
         match err {
             SubmitError::Overloaded => ApiError {
                 retry_after: Some(1),
@@ -413,11 +404,11 @@ pub async fn predict(
     let predictions = match tracing::Instrument::instrument(answer, span).await {
         Ok(Ok(predictions)) => predictions,
         Ok(Err(message)) => {
-            outcome("error");
+            metrics.failed.inc();
             return Err(ApiError::internal(message));
         }
         Err(_) => {
-            outcome("error");
+            metrics.failed.inc();
             return Err(ApiError::unavailable("the deployment", "inference thread stopped"));
         }
     };
@@ -436,14 +427,9 @@ pub async fn predict(
         &instances,
         predictions.iter().map(|p| serde_json::to_value(p).unwrap_or(Value::Null)),
     );
-    outcome("ok");
-    state
-        .serving
-        .metrics()
-        .latency
-        .with_label_values(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    Ok(HttpResponse::Ok().insert_header(("X-Kiln-Model-Version", version.clone())).json(
+    metrics.ok.inc();
+    metrics.latency.observe(started.elapsed().as_secs_f64());
+    Ok(HttpResponse::Ok().insert_header(("X-Kiln-Model-Version", engine.version.to_string())).json(
         PredictResponse {
             predictions,
             model_version: engine.version,

@@ -132,6 +132,8 @@ pub async fn revoke(
         });
     }
     tokens::revoke(&state.db, token_id).await?;
+    // This replica forgets it before answering; the others on the trigger's notice.
+    state.tokens.forget(token_id);
     caller
         .audit(
             &state.db,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use kiln_ml::{DeviceChoice, LoadedModel, ModelBundle, Prediction, Preprocessor, TrainingStats};
 use kiln_types::api::Batching;
-use prometheus::{Histogram, IntGauge};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::oneshot;
 
 /// What a handler gets back: the predictions of its rows, or why inference failed.
@@ -47,6 +47,13 @@ pub enum SubmitError {
 pub struct EngineInstruments {
     pub queue_depth: IntGauge,
     pub batch_rows: Histogram,
+    /// Predict requests by outcome.
+    pub ok: IntCounter,
+    pub invalid: IntCounter,
+    pub overloaded: IntCounter,
+    pub failed: IntCounter,
+    /// Predict latency from routing to answer.
+    pub latency: Histogram,
 }
 
 /// A loaded, warmed model version taking requests.
@@ -154,6 +161,11 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// This version's Prometheus instruments (handles resolved once, not per request).
+    pub fn instruments(&self) -> &EngineInstruments {
+        &self.instruments
     }
 
     /// Requests waiting for the thread.

@@ -476,9 +476,17 @@ impl Serving {
         let (model, _) = self.inner.bundles.get(&bundle.bundle_key, &bundle.bundle_sha256).await?;
         let version = bundle.version.to_string();
         let labels = [row.team_name.as_str(), row.name.as_str(), version.as_str()];
+        let m = &self.inner.metrics;
+        let outcome =
+            |o: &str| m.predictions.with_label_values(&[labels[0], labels[1], labels[2], o]);
         let instruments = EngineInstruments {
-            queue_depth: self.inner.metrics.queue_depth.with_label_values(&labels),
-            batch_rows: self.inner.metrics.batch_rows.with_label_values(&labels),
+            queue_depth: m.queue_depth.with_label_values(&labels),
+            batch_rows: m.batch_rows.with_label_values(&labels),
+            ok: outcome("ok"),
+            invalid: outcome("invalid"),
+            overloaded: outcome("overloaded"),
+            failed: outcome("error"),
+            latency: m.latency.with_label_values(&labels),
         };
         let config = EngineConfig {
             version: bundle.version,

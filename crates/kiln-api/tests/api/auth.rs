@@ -80,6 +80,47 @@ async fn revoked_token_stops_working_on_the_next_request() {
 }
 
 #[tokio::test]
+async fn a_token_revoked_through_one_replica_stops_working_on_another() {
+    let app = spawn_app().await;
+    let team = app.team("alpha").await;
+    let (other, _cache) = app.replica(kiln_api::serving::ServingArgs::defaults()).await;
+    let http = reqwest::Client::new();
+    let jobs = |token: &str| http.get(format!("{other}/v1/jobs")).bearer_auth(token).send();
+    // The other replica has authenticated (and cached) the token, many times over.
+    for _ in 0..20 {
+        assert_eq!(jobs(&team.member).await.unwrap().status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let tokens: Value = app
+        .get(&format!("/v1/teams/{}/tokens", team.id), &team.maintainer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let member =
+        tokens["items"].as_array().unwrap().iter().find(|t| t["role"] == "member").unwrap();
+    let res = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/tokens/{}", member["id"].as_str().unwrap()),
+            Some(&team.maintainer),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    // The revocation notice reaches the other replica long before its cache would expire.
+    let started = std::time::Instant::now();
+    while jobs(&team.member).await.unwrap().status() == 200 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "still accepted after 3 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_error(jobs(&team.member).await.unwrap(), 401, "unauthenticated").await;
+    // Other tokens still work there.
+    assert_eq!(jobs(&team.viewer).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn role_matrix_for_teams_tokens_and_audit() {
     let app = spawn_app().await;
     let team = app.team("alpha").await;

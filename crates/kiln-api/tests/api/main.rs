@@ -74,6 +74,26 @@ pub async fn spawn_app_with(mut serving: ServingArgs) -> TestApp {
 }
 
 impl TestApp {
+    /// A second API process on the same database and artifact store (another replica), with
+    /// its own serving settings and bundle cache; returns its base URL.
+    pub async fn replica(&self, mut serving: ServingArgs) -> (String, tempfile::TempDir) {
+        let cache = tempfile::tempdir().unwrap();
+        serving.cache_dir.get_or_insert_with(|| cache.path().to_owned());
+        let store = S3Store::connect(self.s3.settings("kiln")).await.expect("connect to s3s-fs");
+        let state = AppState::new(
+            self.test.db.clone(),
+            Arc::new(store),
+            Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
+            serving,
+        );
+        let app =
+            Application::from_state(state, TcpListener::bind("127.0.0.1:0").unwrap(), Some(1))
+                .unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        (base, cache)
+    }
+
     pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
         let req = self.http.request(method, format!("{}{}", self.base, path));
         match token {

@@ -1,13 +1,10 @@
 //! Serving: deployments, predictions that equal the offline bundle's, 422s for bad input,
 //! canary splits, hot swaps under load, overload, drift, and a serving-only replica.
 
-use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kiln_api::Application;
 use kiln_api::serving::ServingArgs;
-use kiln_api::state::{AppState, Limits};
 use kiln_db::repo::models::{self, NewVersion};
 use kiln_ml::ModelBundle;
 use kiln_store::{ArtifactStore, Team};
@@ -585,24 +582,9 @@ async fn a_serving_only_replica_serves_the_same_registry() {
     let team = setup(&app).await;
     deploy(&app, &team, json!({"name": "iris", "model": "iris", "alias": "production"})).await;
 
-    let cache = tempfile::tempdir().unwrap();
-    let serving = ServingArgs {
-        serving_only: true,
-        sync_seconds: 0.2,
-        cache_dir: Some(cache.path().to_owned()),
-        ..ServingArgs::defaults()
-    };
-    let store: Arc<dyn ArtifactStore> = Arc::new(app.s3.store("kiln").await);
-    let state = AppState::new(
-        app.test.db.clone(),
-        store,
-        Limits { json_bytes: 1 << 20, upload_bytes: 1 << 20 },
-        serving,
-    );
-    let replica =
-        Application::from_state(state, TcpListener::bind("127.0.0.1:0").unwrap(), Some(1)).unwrap();
-    let base = format!("http://127.0.0.1:{}", replica.port());
-    tokio::spawn(replica.run_until_stopped());
+    let (base, _cache) = app
+        .replica(ServingArgs { serving_only: true, sync_seconds: 0.2, ..ServingArgs::defaults() })
+        .await;
 
     let http = reqwest::Client::new();
     let predict = |version_rows: Vec<Map<String, Value>>| {

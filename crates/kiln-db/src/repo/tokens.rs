@@ -123,8 +123,16 @@ pub async fn authenticate(
     db: &impl ConnectionTrait,
     secret: &str,
 ) -> Result<Option<Principal>, RepoError> {
+    authenticate_hashed(db, hash_token(secret)).await
+}
+
+/// [`authenticate`] for a secret already hashed with [`hash_token`].
+pub async fn authenticate_hashed(
+    db: &impl ConnectionTrait,
+    hash: Vec<u8>,
+) -> Result<Option<Principal>, RepoError> {
     let found = api_tokens::Entity::find()
-        .filter(api_tokens::Column::TokenHash.eq(hash_token(secret)))
+        .filter(api_tokens::Column::TokenHash.eq(hash))
         .filter(api_tokens::Column::RevokedAt.is_null())
         .one(db)
         .await?;
@@ -184,5 +192,40 @@ mod tests {
         assert!(a.starts_with("kiln_"));
         assert_eq!(a.len(), 5 + 43);
         assert!(a[5..].bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+}
+
+/// The channel a trigger notifies with the id of every revoked or deleted token.
+pub const REVOCATIONS_CHANNEL: &str = "kiln_tokens";
+
+/// Token revocations as they happen, made through any process: what lets an API replica
+/// cache authenticated tokens and still stop a revoked one at once.
+#[derive(Debug)]
+pub struct Revocations {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl Revocations {
+    /// Listens on [`REVOCATIONS_CHANNEL`] over its own connection.
+    pub async fn listen(db: &crate::Db) -> Result<Self, RepoError> {
+        let pool = db.get_postgres_connection_pool();
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+            .await
+            .map_err(|e| RepoError::Db(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))))?;
+        listener
+            .listen(REVOCATIONS_CHANNEL)
+            .await
+            .map_err(|e| RepoError::Db(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))))?;
+        Ok(Self { listener })
+    }
+
+    /// The next revoked token's id. `Ok(None)` when the connection dropped: notifications
+    /// may have been lost, so a cache must forget everything before trusting this again.
+    pub async fn next(&mut self) -> Result<Option<Uuid>, RepoError> {
+        match self.listener.try_recv().await {
+            Ok(Some(notification)) => Ok(notification.payload().parse().ok().or(Some(Uuid::nil()))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(RepoError::Db(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)))),
+        }
     }
 }
