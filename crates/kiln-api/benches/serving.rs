@@ -133,6 +133,7 @@ async fn main() {
     let hidden: Vec<u32> =
         env_or("BENCH_HIDDEN", "256,256").split(',').map(|h| h.trim().parse().unwrap()).collect();
     let wrk_bin = env_or("KILN_WRK", "wrk");
+    let batch_wait_ms: u32 = env_or("BENCH_BATCH_WAIT_MS", "0").parse().unwrap();
     let gunicorn = env_or(
         "KILN_GUNICORN",
         &format!("{}/.cache/kiln/venv/bin/gunicorn", env_or("HOME", "/root")),
@@ -148,6 +149,12 @@ async fn main() {
         3,
         1,
     );
+
+    // Serving runs with libtorch's default intra-op threads (one per core), as `kiln-api`
+    // does; training above used one.
+    let kiln_threads: usize =
+        env_or("BENCH_KILN_THREADS", &cores.to_string()).parse().unwrap();
+    kiln_ml::set_num_threads(kiln_threads);
 
     // Kiln, in process, on a fresh database and a local artifact directory.
     let test = fresh_database(16).await.expect("database");
@@ -217,7 +224,7 @@ async fn main() {
     .await
     .unwrap();
     for (name, batching) in [
-        ("batched", json!({"max_batch_size": 64, "max_wait_ms": 2})),
+        ("batched", json!({"max_batch_size": 64, "max_wait_ms": batch_wait_ms})),
         ("unbatched", json!({"max_batch_size": 1, "max_wait_ms": 0})),
     ] {
         let res = http
@@ -295,7 +302,7 @@ async fn main() {
     for (label, url) in [
         ("Flask + gunicorn (PyTorch eager)", format!("{flask}/v1/deployments/x/predict")),
         ("Kiln, batching off", format!("{kiln}/v1/deployments/unbatched/predict")),
-        ("Kiln, batching on (64 rows / 2 ms)", format!("{kiln}/v1/deployments/batched/predict")),
+        ("Kiln, batching on", format!("{kiln}/v1/deployments/batched/predict")),
     ] {
         let url2 = url.clone();
         let (wrk_bin, script) = (wrk_bin.clone(), script.clone());
@@ -314,7 +321,9 @@ async fn main() {
     let unbatched = &results[1].1;
     println!(
         "\nServing: MLP {hidden:?} on digits (64 features, 10 classes), one instance per request, \
-         wrk -t1 -c{connections} -d{seconds}s, {cores} cores\n"
+         wrk -t1 -c{connections} -d{seconds}s, {cores} cores; batching on = max_batch_size 64, \
+         max_wait_ms {batch_wait_ms}; off = max_batch_size 1; libtorch threads: Kiln {kiln_threads}, \
+         each of the {workers} gunicorn workers 1\n"
     );
     println!(
         "| server | requests/s | p50 | p99 | non-2xx | vs Flask (throughput) | p99 vs Flask |"
