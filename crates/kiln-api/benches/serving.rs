@@ -152,8 +152,7 @@ async fn main() {
 
     // Serving runs with libtorch's default intra-op threads (one per core), as `kiln-api`
     // does; training above used one.
-    let kiln_threads: usize =
-        env_or("BENCH_KILN_THREADS", &cores.to_string()).parse().unwrap();
+    let kiln_threads: usize = env_or("BENCH_KILN_THREADS", &cores.to_string()).parse().unwrap();
     kiln_ml::set_num_threads(kiln_threads);
 
     // Kiln, in process, on a fresh database and a local artifact directory.
