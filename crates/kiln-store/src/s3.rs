@@ -252,7 +252,9 @@ impl S3Store {
 
     /// Bytes `start..end` of an object, whole in memory; the body is read inside the retry,
     /// so a connection that breaks mid-part is retried too.
-    async fn get_range_whole(&self, full_key: &str, start: u64, end: u64) -> Result<Bytes> {
+    /// One byte range, whole (retried as a unit), as the chunks the network delivered: kept
+    /// as they are rather than copied into one buffer.
+    async fn get_range_whole(&self, full_key: &str, start: u64, end: u64) -> Result<Vec<Bytes>> {
         retry(self.policy(), &format!("GET {full_key} bytes {start}..{end}"), || async {
             let out = self
                 .client
@@ -264,20 +266,22 @@ impl S3Store {
                 .await
                 .map_err(classify)?;
             let mut body = out.body;
-            let mut buf = bytes::BytesMut::with_capacity((end - start) as usize);
+            let mut chunks = Vec::new();
+            let mut len = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|err| {
                     StoreError::with_source(ErrorKind::Unavailable, "the download broke off", err)
                 })?;
-                buf.extend_from_slice(&chunk);
+                len += chunk.len() as u64;
+                chunks.push(chunk);
             }
-            if buf.len() as u64 != end - start {
+            if len != end - start {
                 return Err(StoreError::new(
                     ErrorKind::Unavailable,
-                    format!("asked for {} bytes, got {}", end - start, buf.len()),
+                    format!("asked for {} bytes, got {len}", end - start),
                 ));
             }
-            Ok(buf.freeze())
+            Ok(chunks)
         })
         .await
     }
@@ -583,10 +587,10 @@ async fn join_part(set: &mut JoinSet<Result<CompletedPart>>) -> Result<Completed
 }
 
 /// A spawned range download, cancelled if the stream that wants it is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<Result<Bytes>>);
+struct AbortOnDrop(tokio::task::JoinHandle<Result<Vec<Bytes>>>);
 
 impl AbortOnDrop {
-    async fn join(mut self) -> Result<Bytes> {
+    async fn join(mut self) -> Result<Vec<Bytes>> {
         match (&mut self.0).await {
             Ok(result) => result,
             Err(err) => {
@@ -803,6 +807,13 @@ impl ArtifactStore for S3Store {
                     part
                 });
                 async move { item }
+            })
+            // Each range's chunks, in order.
+            .flat_map(|part| {
+                futures::stream::iter(match part {
+                    Ok(chunks) => chunks.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(err) => vec![Err(err)],
+                })
             });
         let stream: ByteStream = Box::pin(parts);
         Ok(match key.content_digest() {
