@@ -371,3 +371,60 @@ async fn artifacts_gc_deletes_only_old_unreferenced_blobs() {
     let err = env.fails(Some(&admin), &["artifacts", "gc", "--grace-hours", "0"]).await;
     assert!(err.contains("grace_seconds"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_file_supplies_url_and_token_and_flags_override_it() {
+    let env = start().await;
+    let admin = env.ok(None, &["admin", "bootstrap"]).await.trim().to_owned();
+    let config = env.artifacts.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[profiles.ops]\napi_url = \"{}\"\ntoken = \"{admin}\"\n\n[profiles.broken]\napi_url = \"http://127.0.0.1:9\"\n",
+            env.api_url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // Neither KILN_API_URL nor KILN_TOKEN: everything comes from the profile.
+    let run = |args: Vec<&str>| {
+        let mut cmd = Command::cargo_bin("kiln").unwrap();
+        cmd.env_clear().env("XDG_CONFIG_HOME", "/nonexistent-kiln-test-config").args(args);
+        cmd
+    };
+    let out = run(vec!["--config", config, "--profile", "ops", "admin", "teams", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A flag beats the profile: the broken profile's URL is overridden.
+    let out = run(vec![
+        "--config",
+        config,
+        "--profile",
+        "broken",
+        "--api-url",
+        &env.api_url,
+        "--token",
+        &admin,
+        "queue",
+        "stats",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without the override, the profile's URL is used, and fails with one clear line.
+    let out =
+        run(vec!["--config", config, "--profile", "broken", "--token", &admin, "queue", "stats"])
+            .output()
+            .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot reach the Kiln API at http://127.0.0.1:9"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // An unknown profile and a missing file are named.
+    let out =
+        run(vec!["--config", config, "--profile", "nope", "queue", "stats"]).output().unwrap();
+    assert!(String::from_utf8(out.stderr).unwrap().contains("profile `nope` not found"));
+    let out = run(vec!["--config", "/nonexistent/kiln.toml", "queue", "stats"]).output().unwrap();
+    assert!(String::from_utf8(out.stderr).unwrap().contains("does not exist"));
+}
