@@ -128,7 +128,7 @@ impl S3Settings {
             part_size: 8 << 20,
             parts_in_flight: 4,
             range_size: 4 << 20,
-            ranges_in_flight: 12,
+            ranges_in_flight: 8,
             max_single_copy: 5 << 30,
             copy_part_size: 1 << 30,
             copy_timeout: Duration::from_secs(600),

@@ -13,14 +13,21 @@ use crate::{ArtifactStore, ByteStream, Key, ObjectInfo, Sha256Digest, Team};
 
 /// Bytes gathered into one vectored write of a download.
 const WRITE_BATCH: usize = 4 << 20;
-/// Chunks queued for the writer thread (network chunks are 8–64 KiB).
-const WRITE_QUEUE: usize = 512;
+/// Bytes queued for the writer thread, at most (in KiB: semaphore permits). Network chunks
+/// vary in size, so the bound is on bytes, not on chunks.
+const WRITE_QUEUE_KIB: usize = 8 << 10;
+
+/// Semaphore permits for `len` bytes: whole KiB, at least one.
+fn kib(len: usize) -> usize {
+    len.div_ceil(1024).max(1)
+}
 
 /// The writer thread of a download: gathers queued chunks into vectored writes until the
 /// channel closes, then fsyncs.
 fn write_chunks(
     mut file: std::fs::File,
-    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
 ) -> std::io::Result<()> {
     use std::io::{IoSlice, Write};
     let mut batch: Vec<Bytes> = Vec::new();
@@ -59,6 +66,7 @@ fn write_chunks(
                 }
             }
         }
+        budget.add_permits(batch.iter().map(|b| kib(b.len()).min(WRITE_QUEUE_KIB)).sum());
         batch.clear();
     }
     file.sync_all()
@@ -198,9 +206,16 @@ async fn download_into(
     // network's buffers: no copy into a BufWriter or into tokio's file buffer, and no hop to
     // the blocking pool per write. The channel is bounded, so a slow disk slows the download
     // instead of growing memory.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITE_QUEUE_KIB));
     let file = std::fs::File::create(tmp).map_err(io("creating", tmp))?;
-    let writer = tokio::task::spawn_blocking(move || write_chunks(file, rx));
+    let writer_budget = budget.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let written = write_chunks(file, rx, writer_budget.clone());
+        // A failed writer must not leave the download waiting for room forever.
+        writer_budget.close();
+        written
+    });
     // A content-addressed stream verifies itself (it ends in an error if the bytes are
     // wrong); hash here only for named keys, whose digest we report.
     let expected = key.content_digest();
@@ -222,7 +237,14 @@ async fn download_into(
             hasher.update(&chunk);
         }
         size += chunk.len() as u64;
-        if tx.send(chunk).await.is_err() {
+        // Wait for room in the byte budget (a chunk larger than all of it takes all of it);
+        // the writer returns the permits once the bytes are written.
+        let need = kib(chunk.len()).min(WRITE_QUEUE_KIB) as u32;
+        match budget.acquire_many(need).await {
+            Ok(permits) => permits.forget(),
+            Err(_) => break,
+        }
+        if tx.send(chunk).is_err() {
             break; // the writer failed; its error is reported below
         }
     }
