@@ -43,7 +43,7 @@ BYTES=$(stat -c %s "$FILE")
 # run NAME CMD...: appends "NAME seconds peak_kib" to $WORK/results.
 run() {
   local name="$1"; shift
-  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" ||
+  /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" ||
     { cat "$WORK/err" >&2; return 1; }
   echo "$name $(cat "$WORK/time")" >>"$WORK/results"
 }
@@ -69,22 +69,23 @@ import statistics, sys
 path, size, runs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = {}
 for line in open(path):
-    name, secs, kib = line.split()
-    rows.setdefault(name, []).append((float(secs), int(kib)))
+    name, secs, kib, user, system = line.split()
+    rows.setdefault(name, []).append((float(secs), int(kib), float(user) + float(system)))
 def med(name):
-    secs = statistics.median(s for s, _ in rows[name])
-    peak = max(k for _, k in rows[name]) / 1024
-    return size / 1e6 / secs, secs, peak
+    secs = statistics.median(s for s, _, _ in rows[name])
+    peak = max(k for _, k, _ in rows[name]) / 1024
+    cpu = statistics.median(c for _, _, c in rows[name])
+    return size / 1e6 / secs, secs, peak, cpu
 print(f"{size / 2**20:.0f} MiB, median of {runs} runs (wall time of the whole process), peak RSS = max over runs\n")
-print("| operation | tool | MB/s | seconds | peak RSS (MiB) | vs. aws CLI |")
-print("|---|---|---:|---:|---:|---:|")
+print("| operation | tool | MB/s | seconds | CPU seconds (user+sys) | peak RSS (MiB) | vs. aws CLI |")
+print("|---|---|---:|---:|---:|---:|---:|")
 for op, cli, kilns in [("upload", "cli-upload", ["kiln-upload", "kiln-upload-stream"]),
                        ("download", "cli-download", ["kiln-download"])]:
     base = med(cli)
-    print(f"| {op} | aws s3 cp | {base[0]:.0f} | {base[1]:.2f} | {base[2]:.0f} | 1.00x |")
+    print(f"| {op} | aws s3 cp | {base[0]:.0f} | {base[1]:.2f} | {base[3]:.2f} | {base[2]:.0f} | 1.00x |")
     for k in kilns:
         m = med(k)
         label = {"kiln-upload": "kiln-store put_file", "kiln-upload-stream": "kiln-store put_stream",
                  "kiln-download": "kiln-store download_to_file"}[k]
-        print(f"| {op} | {label} | {m[0]:.0f} | {m[1]:.2f} | {m[2]:.0f} | {m[0] / base[0]:.2f}x |")
+        print(f"| {op} | {label} | {m[0]:.0f} | {m[1]:.2f} | {m[3]:.2f} | {m[2]:.0f} | {m[0] / base[0]:.2f}x |")
 PY

@@ -178,8 +178,10 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug {
     /// Reads a whole object for a bulk copy (a download to a file), where throughput
     /// matters more than memory: the S3 backend fetches `ranges_in_flight` ranges of
     /// `range_size` bytes at once, each in its own task, and yields them in order (memory
-    /// about `ranges_in_flight * range_size`). Same bytes and same verification as
-    /// `get(key, None)`, which is what other backends do.
+    /// about `ranges_in_flight * range_size`). Same bytes as `get(key, None)` (what other
+    /// backends do), but **not necessarily verified**: its one caller, `download_to_file`,
+    /// hashes every byte on its writer thread and checks the digest itself before the file
+    /// becomes visible.
     async fn get_bulk(&self, key: &Key) -> Result<ByteStream> {
         self.get(key, None).await
     }

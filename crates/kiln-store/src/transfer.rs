@@ -17,31 +17,45 @@ const WRITE_BATCH: usize = 4 << 20;
 /// vary in size, so the bound is on bytes, not on chunks.
 const WRITE_QUEUE_KIB: usize = 8 << 10;
 
+/// Bytes per message to a download's writer thread.
+const GROUP: usize = 1 << 20;
+
 /// Semaphore permits for `len` bytes: whole KiB, at least one.
 fn kib(len: usize) -> usize {
     len.div_ceil(1024).max(1)
 }
 
-/// The writer thread of a download: gathers queued chunks into vectored writes until the
-/// channel closes, then fsyncs.
+/// The writer thread of a download: hashes and gathers queued chunks into vectored writes
+/// until the channel closes, then fsyncs; answers the digest and size of what it wrote.
 fn write_chunks(
     mut file: std::fs::File,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Bytes>>,
     budget: std::sync::Arc<tokio::sync::Semaphore>,
-) -> std::io::Result<()> {
+) -> std::io::Result<(Sha256Digest, u64)> {
     use std::io::{IoSlice, Write};
     let mut batch: Vec<Bytes> = Vec::new();
+    // The digest is computed here, beside the writes, so hashing runs in parallel with the
+    // network side instead of in series with it.
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
     while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.len();
-        batch.push(first);
+        let mut bytes: usize = first.iter().map(Bytes::len).sum();
+        let mut permits = kib(bytes).min(WRITE_QUEUE_KIB);
+        batch.extend(first);
         while bytes < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(chunk) => {
-                    bytes += chunk.len();
-                    batch.push(chunk);
+                Ok(group) => {
+                    let len: usize = group.iter().map(Bytes::len).sum();
+                    bytes += len;
+                    permits += kib(len).min(WRITE_QUEUE_KIB);
+                    batch.extend(group);
                 }
                 Err(_) => break,
             }
+        }
+        for chunk in &batch {
+            hasher.update(chunk);
+            size += chunk.len() as u64;
         }
         // write_all_vectored is unstable: advance through the slices by hand.
         let (mut index, mut offset) = (0, 0);
@@ -66,10 +80,11 @@ fn write_chunks(
                 }
             }
         }
-        budget.add_permits(batch.iter().map(|b| kib(b.len()).min(WRITE_QUEUE_KIB)).sum());
+        budget.add_permits(permits);
         batch.clear();
     }
-    file.sync_all()
+    file.sync_all()?;
+    Ok((Sha256Digest::from_bytes(hasher.finalize().into()), size))
 }
 
 /// Reads from `reader` until `size` bytes or end of input; a short buffer means the end.
@@ -206,7 +221,7 @@ async fn download_into(
     // network's buffers: no copy into a BufWriter or into tokio's file buffer, and no hop to
     // the blocking pool per write. The channel is bounded, so a slow disk slows the download
     // instead of growing memory.
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Bytes>>();
     let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITE_QUEUE_KIB));
     let file = std::fs::File::create(tmp).map_err(io("creating", tmp))?;
     let writer_budget = budget.clone();
@@ -216,49 +231,58 @@ async fn download_into(
         writer_budget.close();
         written
     });
-    // A content-addressed stream verifies itself (it ends in an error if the bytes are
-    // wrong); hash here only for named keys, whose digest we report.
-    let expected = key.content_digest();
-    let mut hasher = expected.is_none().then(Sha256::new);
-    let mut size = 0u64;
+    // Chunks go to the writer in groups of about GROUP bytes: one budget acquisition and one
+    // channel message per group, not per network chunk.
+    let send = |group: Vec<Bytes>, len: usize| {
+        let budget = budget.clone();
+        let tx = tx.clone();
+        async move {
+            // Wait for room in the byte budget (a group larger than all of it takes all of
+            // it); the writer returns the permits once the bytes are written.
+            let permits = budget.acquire_many(kib(len).min(WRITE_QUEUE_KIB) as u32).await;
+            // A closed budget or channel: the writer failed; its error is reported below.
+            permits.is_ok_and(|p| {
+                p.forget();
+                tx.send(group).is_ok()
+            })
+        }
+    };
     let mut failure = None;
+    let (mut group, mut len) = (Vec::new(), 0usize);
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
+            Ok(chunk) if chunk.is_empty() => continue,
             Ok(chunk) => chunk,
             Err(err) => {
                 failure = Some(err);
                 break;
             }
         };
-        if chunk.is_empty() {
-            continue;
+        len += chunk.len();
+        group.push(chunk);
+        if len >= GROUP && !send(std::mem::take(&mut group), std::mem::take(&mut len)).await {
+            break;
         }
-        if let Some(hasher) = hasher.as_mut() {
-            hasher.update(&chunk);
-        }
-        size += chunk.len() as u64;
-        // Wait for room in the byte budget (a chunk larger than all of it takes all of it);
-        // the writer returns the permits once the bytes are written.
-        let need = kib(chunk.len()).min(WRITE_QUEUE_KIB) as u32;
-        match budget.acquire_many(need).await {
-            Ok(permits) => permits.forget(),
-            Err(_) => break,
-        }
-        if tx.send(chunk).is_err() {
-            break; // the writer failed; its error is reported below
-        }
+    }
+    if failure.is_none() && !group.is_empty() {
+        send(group, len).await;
     }
     drop(tx);
     let written = writer.await.map_err(|e| StoreError::io("writing", std::io::Error::other(e)));
     if let Some(err) = failure {
         return Err(err);
     }
-    written?.map_err(io("writing", tmp))?;
-    let sha256 = match (expected, hasher) {
-        (Some(expected), _) => expected,
-        (None, Some(hasher)) => Sha256Digest::from_bytes(hasher.finalize().into()),
-        (None, None) => unreachable!("a hasher exists whenever no digest is expected"),
-    };
+    let (sha256, size) = written?.map_err(io("writing", tmp))?;
+    // The bulk stream is not verified on the way in (see `get_bulk`): check here, before the
+    // file becomes visible.
+    if let Some(expected) = key.content_digest()
+        && expected != sha256
+    {
+        return Err(StoreError::new(
+            ErrorKind::Integrity,
+            format!("{key}: stored bytes ({size} bytes) hash to sha256:{sha256}"),
+        ));
+    }
     tokio::fs::rename(tmp, dest).await.map_err(io("renaming into", dest))?;
     crate::local::sync_dir(dir).await?;
     Ok(ObjectInfo { key: key.clone(), sha256, size })
