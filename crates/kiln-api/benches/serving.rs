@@ -19,7 +19,7 @@ use kiln_db::repo::{models, teams, tokens};
 use kiln_db::testing::fresh_database;
 use kiln_store::Team;
 use kiln_types::Role;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -39,23 +39,6 @@ fn env_or(name: &str, default: &str) -> String {
 
 fn repo_path(rel: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
-}
-
-/// The digits rows (64 pixel features) as instances.
-fn digits_rows() -> Vec<Map<String, Value>> {
-    let text = std::fs::read_to_string(repo_path("data/digits.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    lines
-        .map(|line| {
-            header
-                .iter()
-                .zip(line.split(','))
-                .filter(|(name, _)| **name != "digit")
-                .map(|(name, cell)| (name.to_string(), json!(cell.parse::<f64>().unwrap())))
-                .collect()
-        })
-        .collect()
 }
 
 #[derive(Debug)]
@@ -260,7 +243,10 @@ async fn main() {
     let flask = format!("http://127.0.0.1:{flask_port}");
 
     // One instance per request; both servers must agree on every answer.
-    let rows = digits_rows();
+    let rows = kiln_ml::testing::csv_instances(
+        &std::fs::read(repo_path("data/digits.csv")).unwrap(),
+        "digit",
+    );
     for row in rows.iter().take(50) {
         let body = json!({"instances": [row]});
         let mut flask_answer = None;

@@ -1,7 +1,7 @@
 //! Helpers for other crates' tests and benchmarks (feature `testing`): real model bundles
-//! trained here, in process, so serving tests need no worker.
+//! trained here, in process, so serving tests need no worker, and CSV rows as instances.
 
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::{DeviceChoice, NoObserver, TrainOptions, TrainOutcome};
 
@@ -29,4 +29,24 @@ pub fn train_csv_bundle(
         TrainOutcome::Completed(model) => model.bundle.to_bytes().expect("bundle bytes"),
         TrainOutcome::Stopped { reason, .. } => panic!("training stopped: {reason:?}"),
     }
+}
+
+/// The rows of a numeric CSV file (with a header) as prediction instances, feature name →
+/// number, leaving out the `target` column.
+pub fn csv_instances(csv: &[u8], target: &str) -> Vec<Map<String, Value>> {
+    let text = std::str::from_utf8(csv).expect("UTF-8 CSV");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    lines
+        .map(|line| {
+            header
+                .iter()
+                .zip(line.split(','))
+                .filter(|(name, _)| **name != target)
+                .map(|(name, cell)| {
+                    (name.to_string(), json!(cell.parse::<f64>().expect("a number")))
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -27,19 +27,7 @@ fn bundles() -> &'static [Vec<u8>; 2] {
 
 /// Iris rows as prediction instances (without the label).
 fn iris_rows() -> Vec<Map<String, Value>> {
-    let text = String::from_utf8(example("iris.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    lines
-        .map(|line| {
-            header
-                .iter()
-                .zip(line.split(','))
-                .filter(|(name, _)| **name != "species")
-                .map(|(name, cell)| (name.to_string(), json!(cell.parse::<f64>().unwrap())))
-                .collect()
-        })
-        .collect()
+    kiln_ml::testing::csv_instances(&example("iris.csv"), "species")
 }
 
 impl TestApp {
