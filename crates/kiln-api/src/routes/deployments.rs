@@ -59,6 +59,23 @@ async fn team_deployment(
     deployments::get(&state.db, team, name).await?.ok_or_else(|| ApiError::not_found("deployment"))
 }
 
+/// Fetches (into the bundle cache) and parses a version's bundle, so that a deployment of a
+/// bundle that cannot load is refused before anything is stored, not created broken.
+async fn check_servable(
+    state: &AppState,
+    model: &str,
+    version: i32,
+    key: &str,
+    sha256: &str,
+) -> Result<(), ApiError> {
+    state.serving.bundles().get(key, sha256).await.map(drop).map_err(|err| {
+        ApiError::new(
+            ErrorCode::InvalidState,
+            format!("version {version} of `{model}` cannot be served: {err}"),
+        )
+    })
+}
+
 /// Reloads what this process serves; a failure leaves the previous state serving.
 async fn sync(state: &AppState) {
     if let Err(err) = state.serving.sync().await {
@@ -128,16 +145,14 @@ pub async fn create(
             format!("model `{}` has no such version", model.name),
         )])
     })?;
-    // Fetch and check the bundle before anything is stored: a deployment of a bundle that
-    // cannot load is refused, not created broken.
-    state.serving.bundles().get(&version.bundle_key, &version.bundle_sha256).await.map_err(
-        |err| {
-            ApiError::new(
-                ErrorCode::InvalidState,
-                format!("version {} of `{}` cannot be served: {err}", version.version, model.name),
-            )
-        },
-    )?;
+    check_servable(
+        &state,
+        &model.name,
+        version.version,
+        &version.bundle_key,
+        &version.bundle_sha256,
+    )
+    .await?;
     let row = deployments::create(
         &state.db,
         deployments::NewDeployment {
@@ -232,18 +247,18 @@ pub async fn patch(
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
-    // Check every newly routed version's bundle before anything changes.
+    // Every newly routed version's bundle, before anything changes.
     if let Some(traffic) = &body.traffic {
         let wanted: Vec<(Uuid, i32)> = traffic.iter().map(|t| (row.model_id, t.version)).collect();
         for bundle in deployments::bundles(&state.db, &wanted).await? {
-            state.serving.bundles().get(&bundle.bundle_key, &bundle.bundle_sha256).await.map_err(
-                |err| {
-                    ApiError::new(
-                        ErrorCode::InvalidState,
-                        format!("version {} cannot be served: {err}", bundle.version),
-                    )
-                },
-            )?;
+            check_servable(
+                &state,
+                &row.model,
+                bundle.version,
+                &bundle.bundle_key,
+                &bundle.bundle_sha256,
+            )
+            .await?;
         }
     }
     let before = (traffic_of(&row), batching_of(&row));
@@ -421,12 +436,7 @@ pub async fn predict(
             kiln_ml::Prediction::Value { value } => Prediction::Value { value },
         })
         .collect();
-    state.serving.samples().offer(
-        live.row.id,
-        engine.version,
-        &instances,
-        predictions.iter().map(|p| serde_json::to_value(p).unwrap_or(Value::Null)),
-    );
+    state.serving.samples().offer(live.row.id, engine.version, &instances, &predictions);
     metrics.ok.inc();
     metrics.latency.observe(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().insert_header(("X-Kiln-Model-Version", engine.version.to_string())).json(

@@ -49,7 +49,7 @@ impl BundleCache {
     /// The bundle with this content hash, from memory, disk or the store (verified against
     /// the hash wherever it came from).
     pub async fn get(&self, key: &str, sha256: &str) -> Result<(Arc<ModelBundle>, Source), String> {
-        if !sha256.len().eq(&64) || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("bundle hash `{sha256}` is not a sha256"));
         }
         if let Some(bundle) =

@@ -34,13 +34,14 @@ impl SampleSink {
         SampleSink { tx, rate: rate.clamp(0.0, 1.0), dropped }
     }
 
-    /// Offers a request's rows and answers; each is kept with probability `rate`.
-    pub fn offer(
+    /// Offers a request's rows and answers; each is kept with probability `rate`, and only
+    /// the kept ones are copied and serialised.
+    pub fn offer<T: serde::Serialize>(
         &self,
         deployment_id: Uuid,
         version: i32,
         instances: &[Map<String, Value>],
-        outputs: impl Iterator<Item = Value>,
+        outputs: &[T],
     ) {
         if self.rate <= 0.0 {
             return;
@@ -49,6 +50,7 @@ impl SampleSink {
             if self.rate < 1.0 && rand::random::<f64>() >= self.rate {
                 continue;
             }
+            let output = serde_json::to_value(output).unwrap_or(Value::Null);
             let sample =
                 Sample { deployment_id, version, input: Value::Object(input.clone()), output };
             if self.tx.try_send(sample).is_err() {
