@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::prepare::{ColumnEncoding, InputEncoding, Raw, format_number, parse_number};
+use crate::prepare::{ColumnEncoding, InputEncoding, Raw, parse_number};
 
 /// Quantile bins per numeric feature.
 pub const NUMERIC_BINS: usize = 10;
@@ -85,16 +85,10 @@ impl FeatureStats {
                 Some(edges.partition_point(|&e| e <= x))
             }
             FeatureStats::Category { categories, .. } => {
-                let text;
-                let s = match raw {
-                    Raw::Text(s) => s,
-                    Raw::Number(x) => {
-                        text = format_number(x);
-                        text.as_str()
-                    }
-                    Raw::Missing => return Some(categories.len()),
-                };
-                Some(categories.binary_search_by(|c| c.as_str().cmp(s)).unwrap_or(categories.len()))
+                let Some(s) = raw.category() else { return Some(categories.len()) };
+                Some(
+                    categories.binary_search_by(|c| c.as_str().cmp(&s)).unwrap_or(categories.len()),
+                )
             }
         }
     }

@@ -78,6 +78,16 @@ impl<'a> Raw<'a> {
         if is_missing_token(cell) { Raw::Missing } else { Raw::Text(cell) }
     }
 
+    /// The category a value names (a number by its shortest spelling: `3`, not `3.0`), or
+    /// `None` when missing.
+    pub(crate) fn category(self) -> Option<std::borrow::Cow<'a, str>> {
+        match self {
+            Raw::Text(s) => Some(std::borrow::Cow::Borrowed(s)),
+            Raw::Number(x) => Some(std::borrow::Cow::Owned(format_number(x))),
+            Raw::Missing => None,
+        }
+    }
+
     pub(crate) fn from_json(value: Option<&'a Value>) -> Result<Raw<'a>, String> {
         match value {
             None | Some(Value::Null) => Ok(Raw::Missing),
@@ -133,17 +143,12 @@ impl ColumnEncoding {
             }
             ColumnEncoding::Category { categories, .. } => {
                 out.fill(0.0);
-                let text;
-                let s = match raw {
-                    Raw::Text(s) => s,
-                    Raw::Number(x) => {
-                        text = format_number(x);
-                        text.as_str()
-                    }
-                    Raw::Missing if impute => return Ok(()),
-                    Raw::Missing => return Err(missing_message()),
+                let s = match raw.category() {
+                    Some(s) => s,
+                    None if impute => return Ok(()),
+                    None => return Err(missing_message()),
                 };
-                match categories.binary_search_by(|c| c.as_str().cmp(s)) {
+                match categories.binary_search_by(|c| c.as_str().cmp(&s)) {
                     Ok(i) => out[i] = 1.0,
                     Err(_) if lenient => {}
                     Err(_) => {
@@ -163,7 +168,7 @@ fn missing_message() -> String {
     "missing value (set \"preprocessing\": {\"missing\": \"impute\"} to fill it)".into()
 }
 
-pub(crate) fn format_number(x: f64) -> String {
+fn format_number(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { x.to_string() }
 }
 
