@@ -15,33 +15,9 @@ use sha2::{Digest, Sha256};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_train_register_alias_download() {
     let p = Platform::start().await;
-    let admin = p.kiln(&["admin", "bootstrap"]).trim().to_owned();
+    let platform::DemoTeam { admin, token, dataset } = p.team_with_iris().await;
     assert!(admin.starts_with("kiln_"));
-    let team: Value = p.post(&admin, "/v1/teams", json!({"name": "demo"})).await;
-    let team_id = team["id"].as_str().unwrap();
-    let token: Value = p
-        .post(
-            &admin,
-            &format!("/v1/teams/{team_id}/tokens"),
-            json!({"name": "ds", "role": "maintainer"}),
-        )
-        .await;
-    let token = token["token"].as_str().unwrap().to_owned();
-
-    let iris = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/iris.csv")).unwrap();
-    let dataset: Value = p
-        .http
-        .post(format!("{}/v1/datasets?name=iris", p.api))
-        .bearer_auth(&token)
-        .header("content-type", "text/csv")
-        .body(iris.clone())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(dataset["sha256"], hex::encode(Sha256::digest(&iris)));
+    assert_eq!(dataset["sha256"], hex::encode(Sha256::digest(platform::iris_csv())));
 
     let spec = json!({
         "dataset_id": dataset["id"], "task": "classification", "target": "species",

@@ -178,4 +178,47 @@ impl Platform {
     pub async fn put(&self, token: &str, path: &str, body: Value) -> Value {
         self.send(self.http.put(format!("{}{path}", self.api)).bearer_auth(token).json(&body)).await
     }
+
+    /// Bootstraps an admin, creates team `demo` with a maintainer token and uploads the
+    /// bundled Iris data as dataset `iris`.
+    pub async fn team_with_iris(&self) -> DemoTeam {
+        let admin = self.kiln(&["admin", "bootstrap"]).trim().to_owned();
+        let team: Value = self.post(&admin, "/v1/teams", serde_json::json!({"name": "demo"})).await;
+        let team_id = team["id"].as_str().unwrap();
+        let token: Value = self
+            .post(
+                &admin,
+                &format!("/v1/teams/{team_id}/tokens"),
+                serde_json::json!({"name": "ds", "role": "maintainer"}),
+            )
+            .await;
+        let token = token["token"].as_str().unwrap().to_owned();
+        let dataset: Value = self
+            .http
+            .post(format!("{}/v1/datasets?name=iris", self.api))
+            .bearer_auth(&token)
+            .header("content-type", "text/csv")
+            .body(iris_csv())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        DemoTeam { admin, token, dataset }
+    }
+}
+
+/// What [`Platform::team_with_iris`] made: the admin token, team `demo`'s maintainer token,
+/// and the uploaded dataset's answer.
+#[derive(Debug)]
+pub struct DemoTeam {
+    pub admin: String,
+    pub token: String,
+    pub dataset: Value,
+}
+
+/// The bundled Iris CSV.
+pub fn iris_csv() -> Vec<u8> {
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/iris.csv")).unwrap()
 }

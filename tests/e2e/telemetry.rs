@@ -19,35 +19,6 @@ fn traceparent() -> String {
     format!("00-{TRACE_ID}-{REMOTE_SPAN_ID}-01")
 }
 
-/// Bootstrap, a team with a maintainer token, Iris uploaded: (admin, token, dataset id).
-async fn team_with_iris(p: &Platform) -> (String, String, String) {
-    let admin = p.kiln(&["admin", "bootstrap"]).trim().to_owned();
-    let team: Value = p.post(&admin, "/v1/teams", json!({"name": "demo"})).await;
-    let team_id = team["id"].as_str().unwrap();
-    let token: Value = p
-        .post(
-            &admin,
-            &format!("/v1/teams/{team_id}/tokens"),
-            json!({"name": "ds", "role": "maintainer"}),
-        )
-        .await;
-    let token = token["token"].as_str().unwrap().to_owned();
-    let iris = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/iris.csv")).unwrap();
-    let dataset: Value = p
-        .http
-        .post(format!("{}/v1/datasets?name=iris", p.api))
-        .bearer_auth(&token)
-        .header("content-type", "text/csv")
-        .body(iris)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (admin, token, dataset["id"].as_str().unwrap().to_owned())
-}
-
 /// Submits a small MLP job with our `traceparent` and waits until it succeeded.
 async fn submit_and_wait(p: &Platform, token: &str, dataset: &str) -> Value {
     let spec = json!({
@@ -175,7 +146,9 @@ async fn one_trace_from_the_request_through_the_queue_to_the_worker() {
         ],
     )
     .await;
-    let (admin, token, dataset) = team_with_iris(&p).await;
+    let demo = p.team_with_iris().await;
+    let (admin, token) = (demo.admin, demo.token);
+    let dataset = demo.dataset["id"].as_str().unwrap().to_owned();
     let job = submit_and_wait(&p, &token, &dataset).await;
     let job_id = job["id"].as_str().unwrap();
     assert!(p.wait_for_exit("kiln-worker", Duration::from_secs(60)).await, "{}", p.logs());
@@ -340,7 +313,8 @@ async fn without_an_endpoint_nothing_is_exported_and_nothing_complains() {
         &[("KILN_WORKER_MAX_JOBS", "1")],
     )
     .await;
-    let (_admin, token, dataset) = team_with_iris(&p).await;
+    let demo = p.team_with_iris().await;
+    let (token, dataset) = (demo.token, demo.dataset["id"].as_str().unwrap().to_owned());
     submit_and_wait(&p, &token, &dataset).await;
     // The worker ends by itself: its telemetry guard shuts down with nothing to flush.
     assert!(p.wait_for_exit("kiln-worker", Duration::from_secs(60)).await, "{}", p.logs());
