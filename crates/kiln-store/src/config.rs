@@ -26,15 +26,27 @@ pub struct StoreArgs {
     )]
     pub s3_force_path_style: bool,
 
-    /// S3 multipart part size in MiB (at least 5); also the range size of bulk downloads
+    /// S3 multipart part size in MiB (at least 5)
     #[arg(long = "s3-part-size-mib", env = "KILN_S3_PART_SIZE_MIB", default_value_t = 8)]
     pub s3_part_size_mib: usize,
 
-    /// S3 parts (or download ranges) in flight at once per transfer; memory per transfer is
-    /// about (parts in flight + 1) x part size
+    /// S3 parts uploading at once per upload; memory per upload is about
+    /// (parts in flight + 1) x part size
     #[arg(long = "s3-parts-in-flight", env = "KILN_S3_PARTS_IN_FLIGHT", default_value_t = 4)]
     pub s3_parts_in_flight: usize,
+
+    /// Range size in MiB of downloads to files (one ranged GET each)
+    #[arg(long = "s3-range-size-mib", env = "KILN_S3_RANGE_SIZE_MIB", default_value_t = DEFAULT_RANGE_MIB)]
+    pub s3_range_size_mib: usize,
+
+    /// Ranges downloading at once per download to a file; memory per download is about
+    /// ranges in flight x range size, plus 12 MiB
+    #[arg(long = "s3-ranges-in-flight", env = "KILN_S3_RANGES_IN_FLIGHT", default_value_t = DEFAULT_RANGES_IN_FLIGHT)]
+    pub s3_ranges_in_flight: usize,
 }
+
+const DEFAULT_RANGE_MIB: usize = 2;
+const DEFAULT_RANGES_IN_FLIGHT: usize = 24;
 
 impl Default for StoreArgs {
     fn default() -> Self {
@@ -43,6 +55,8 @@ impl Default for StoreArgs {
             s3_force_path_style: false,
             s3_part_size_mib: 8,
             s3_parts_in_flight: 4,
+            s3_range_size_mib: DEFAULT_RANGE_MIB,
+            s3_ranges_in_flight: DEFAULT_RANGES_IN_FLIGHT,
         }
     }
 }
@@ -136,6 +150,8 @@ pub async fn open(args: &StoreArgs) -> Result<Arc<dyn ArtifactStore>> {
             settings.force_path_style = args.s3_force_path_style;
             settings.part_size = args.s3_part_size_mib.saturating_mul(1 << 20);
             settings.parts_in_flight = args.s3_parts_in_flight;
+            settings.range_size = args.s3_range_size_mib.saturating_mul(1 << 20);
+            settings.ranges_in_flight = args.s3_ranges_in_flight;
             Ok(Arc::new(S3Store::connect(settings).await?))
         }
     }

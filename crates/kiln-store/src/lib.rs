@@ -177,8 +177,8 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug {
 
     /// Reads a whole object for a bulk copy (a download to a file), where throughput
     /// matters more than memory: the S3 backend fetches `ranges_in_flight` ranges of
-    /// `range_size` bytes at once, each in its own task, and yields them in order (memory
-    /// about `ranges_in_flight * range_size`). Same bytes as `get(key, None)` (what other
+    /// `range_size` bytes at once, each in its own task, and yields each range in order as
+    /// one buffer aligned for direct I/O (memory about `ranges_in_flight * range_size`). Same bytes as `get(key, None)` (what other
     /// backends do), but **not necessarily verified**: its one caller, `download_to_file`,
     /// hashes every byte on its writer thread and checks the digest itself before the file
     /// becomes visible.
