@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes Kiln's example datasets (data/iris.csv, data/digits.csv, data/digits.npz).
+"""Writes Kiln's example datasets (data/iris.csv, data/wine.csv, data/digits.csv, data/digits.npz).
 
 The source is the data that ships inside scikit-learn's wheel (sklearn/datasets/data/), which
-`load_iris` and `load_digits` read; the wheel is fetched from PyPI and nothing is installed:
+`load_iris`, `load_wine` and `load_digits` read; the wheel is fetched from PyPI and nothing is installed:
 
     pip download --no-deps scikit-learn -d /tmp/skl
     python3 scripts/make-example-data.py /tmp/skl/scikit_learn-*.whl
@@ -21,11 +21,27 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
+WINE_COLUMNS = [
+    "alcohol",
+    "malic_acid",
+    "ash",
+    "alcalinity_of_ash",
+    "magnesium",
+    "total_phenols",
+    "flavanoids",
+    "nonflavanoid_phenols",
+    "proanthocyanins",
+    "color_intensity",
+    "hue",
+    "od280_od315_of_diluted_wines",
+    "proline",
+]
 
 
 def main(wheel: str) -> None:
     with zipfile.ZipFile(wheel) as zf:
         iris = zf.read("sklearn/datasets/data/iris.csv").decode()
+        wine = zf.read("sklearn/datasets/data/wine_data.csv").decode()
         digits = gzip.decompress(zf.read("sklearn/datasets/data/digits.csv.gz")).decode()
 
     # iris.csv: a header line "150,4,setosa,versicolor,virginica", then 4 measures + class index.
@@ -37,6 +53,18 @@ def main(wheel: str) -> None:
         for line in lines[1:]:
             *measures, label = line.split(",")
             out.writerow([*measures, names[int(label)]])
+
+    # wine_data.csv: a header line "178,13,class_0,class_1,class_2", then 13 measures + class
+    # index. Column names as load_wine's feature_names, with "/" spelled "_".
+    lines = wine.strip().splitlines()
+    classes = lines[0].split(",")[2:]
+    with open(DATA / "wine.csv", "w", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(WINE_COLUMNS + ["cultivar"])
+        for line in lines[1:]:
+            *measures, label = line.split(",")
+            out.writerow([*measures, classes[int(label)]])
+    wine_rows = len(lines) - 1
 
     # digits.csv.gz: 64 pixel counts (0..16, row-major 8x8) + the digit, no header.
     rows = np.loadtxt(io.StringIO(digits), delimiter=",", dtype=np.int64)
@@ -51,7 +79,7 @@ def main(wheel: str) -> None:
         x=x.reshape(-1, 1, 8, 8).astype(np.float32),
         y=y.astype(np.int64),
     )
-    print(f"iris: {len(lines) - 1} rows; digits: {len(y)} rows")
+    print(f"iris: 150 rows; wine: {wine_rows} rows; digits: {len(y)} rows")
 
 
 if __name__ == "__main__":
