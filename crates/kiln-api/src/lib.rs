@@ -19,6 +19,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod pagination;
+pub mod route;
 pub mod routes;
 pub mod serving;
 pub mod startup;

@@ -68,19 +68,20 @@ pub async fn record(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let route = state.as_ref().map(|s| s.routes.of(&req));
     let res = next.call(req).await;
-    if let Some(metrics) = metrics {
+    if let (Some(state), Some(route)) = (state, route) {
+        let metrics = &state.metrics;
         let status = match &res {
             Ok(r) => r.status().as_u16(),
             Err(e) => e.as_response_error().status_code().as_u16(),
         };
-        metrics.requests.with_label_values(&[&route, &method, &status.to_string()]).inc();
+        metrics.requests.with_label_values(&[&*route, &method, &status.to_string()]).inc();
         metrics
             .latency
-            .with_label_values(&[&route, &method])
+            .with_label_values(&[&*route, &method])
             .observe(started.elapsed().as_secs_f64());
     }
     res

@@ -23,6 +23,8 @@ pub struct AppState {
     /// Deployments loaded into this process (the only in-process state: a cache of what
     /// PostgreSQL says should be served, rebuilt by every replica on its own).
     pub serving: Serving,
+    /// Route patterns by path, for metrics labels and span names.
+    pub routes: Arc<crate::route::RoutePatterns>,
 }
 
 /// Request size limits.
@@ -60,6 +62,7 @@ impl AppState {
             metrics,
             limits,
             serving,
+            routes: Default::default(),
         }
     }
 }

@@ -21,7 +21,10 @@ pub async fn trace_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = match req.app_data::<actix_web::web::Data<crate::state::AppState>>() {
+        Some(state) => state.routes.of(&req),
+        None => req.match_pattern().as_deref().unwrap_or("unmatched").into(),
+    };
     let method = req.method().as_str().to_owned();
     let span = tracing::info_span!(
         "http.request",
