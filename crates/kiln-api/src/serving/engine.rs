@@ -81,6 +81,8 @@ pub struct EngineConfig {
     pub device: DeviceChoice,
     /// Requests that may wait for the thread.
     pub queue_capacity: usize,
+    /// libtorch intra-op threads for this thread's forward passes.
+    pub torch_threads: usize,
     /// The thread's name, for `top -H` and debuggers.
     pub thread_name: String,
     /// `team/deployment`, for spans.
@@ -104,9 +106,12 @@ impl Engine {
         let thread_instruments = instruments.clone();
         let device = config.device;
         let who = (config.deployment.clone(), config.version);
+        let torch_threads = config.torch_threads.max(1);
         std::thread::Builder::new()
             .name(config.thread_name.clone())
             .spawn(move || {
+                // Set from this thread: OpenMP's thread count is per calling thread.
+                kiln_ml::set_num_threads(torch_threads);
                 let loaded = thread_bundle.load(device).and_then(|model| {
                     model.warm_up(batching.max_batch_size as usize)?;
                     Ok(model)

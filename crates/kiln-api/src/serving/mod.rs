@@ -74,6 +74,15 @@ pub struct ServingArgs {
     /// Share of predicted rows kept in PostgreSQL for drift monitoring (0 to 1).
     #[arg(long = "serving-sample-rate", env = "KILN_SERVING_SAMPLE_RATE", default_value_t = 0.1)]
     pub sample_rate: f64,
+    /// Sampled rows kept per deployment per second, at most (0: no cap). Drift needs a
+    /// steady sample, not every row of a busy deployment: without a cap, the database work
+    /// grows with traffic while the pruner throws most of it away.
+    #[arg(
+        long = "serving-samples-per-second",
+        env = "KILN_SERVING_SAMPLES_PER_SECOND",
+        default_value_t = 200.0
+    )]
+    pub samples_per_second: f64,
     /// Samples kept per deployment (the newest).
     #[arg(
         long = "serving-samples-kept",
@@ -91,6 +100,12 @@ pub struct ServingArgs {
         default_value_t = 10_000
     )]
     pub max_instances: usize,
+    /// libtorch intra-op threads of each inference thread. One suits CPU serving: batches
+    /// of a few rows gain nothing from more, and libtorch's idle workers spin (OpenMP's
+    /// busy-wait) on the cores the HTTP workers need; each deployment version already has
+    /// its own thread. Raise it for one large model on a machine of its own.
+    #[arg(long = "serving-torch-threads", env = "KILN_SERVING_TORCH_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub torch_threads: u16,
 }
 
 impl ServingArgs {
@@ -102,9 +117,11 @@ impl ServingArgs {
             cache_dir: None,
             queue_capacity: 1024,
             sample_rate: 0.1,
+            samples_per_second: 200.0,
             samples_kept: 10_000,
             sync_seconds: 2.0,
             max_instances: 10_000,
+            torch_threads: 1,
         }
     }
 
@@ -313,6 +330,7 @@ impl Serving {
         let samples = SampleSink::start(
             db.clone(),
             args.sample_rate,
+            args.samples_per_second,
             args.samples_kept,
             metrics.samples_dropped.clone(),
         );
@@ -494,6 +512,7 @@ impl Serving {
             batching,
             device: self.inner.args.device.into(),
             queue_capacity: self.inner.args.queue_capacity,
+            torch_threads: usize::from(self.inner.args.torch_threads),
             thread_name: format!("kiln-serve-{}-v{}", truncate(&row.name, 16), bundle.version),
             deployment: format!("{}/{}", row.team_name, row.name),
         };

@@ -1,11 +1,14 @@
 //! The sample of predictions kept in PostgreSQL for the drift monitor.
 //!
-//! Predict handlers offer their rows; a share (`KILN_SERVING_SAMPLE_RATE`) goes into a
-//! bounded channel, and one background task writes them in multi-row inserts. A slow
+//! Predict handlers offer their rows; a share (`KILN_SERVING_SAMPLE_RATE`), at most
+//! `KILN_SERVING_SAMPLES_PER_SECOND` per deployment (a token bucket), goes into a bounded
+//! channel, and one background task writes them in multi-row inserts. A slow
 //! database drops samples (counted), never slows or fails a prediction. Another task keeps
 //! only the newest `KILN_SERVING_SAMPLES_KEPT` samples of each deployment.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kiln_db::repo::deployments::{self, Sample};
 use prometheus::IntCounter;
@@ -22,20 +25,53 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 pub struct SampleSink {
     tx: mpsc::Sender<Sample>,
     rate: f64,
+    cap: Option<Arc<Cap>>,
     dropped: IntCounter,
+}
+
+/// Per-deployment token buckets: `per_second` tokens a second, at most one second's worth
+/// saved up.
+#[derive(Debug)]
+struct Cap {
+    per_second: f64,
+    buckets: Mutex<HashMap<Uuid, (f64, Instant)>>,
+}
+
+impl Cap {
+    /// How many of `wanted` rows deployment `id` may keep now.
+    fn take(&self, id: Uuid, wanted: usize) -> usize {
+        let now = Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else { return 0 };
+        let (tokens, last) = buckets.entry(id).or_insert((self.per_second, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
+            .min(self.per_second.max(1.0));
+        *last = now;
+        let granted = (tokens.floor().max(0.0) as usize).min(wanted);
+        *tokens -= granted as f64;
+        granted
+    }
 }
 
 impl SampleSink {
     /// Starts the writer and pruner tasks on the current tokio runtime.
-    pub fn start(db: kiln_db::Db, rate: f64, keep: u64, dropped: IntCounter) -> Self {
+    pub fn start(
+        db: kiln_db::Db,
+        rate: f64,
+        per_second: f64,
+        keep: u64,
+        dropped: IntCounter,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(BATCH * 20);
         tokio::spawn(write(db.clone(), rx));
         tokio::spawn(prune(db, keep));
-        SampleSink { tx, rate: rate.clamp(0.0, 1.0), dropped }
+        let cap = (per_second > 0.0)
+            .then(|| Arc::new(Cap { per_second, buckets: Mutex::new(HashMap::new()) }));
+        SampleSink { tx, rate: rate.clamp(0.0, 1.0), cap, dropped }
     }
 
-    /// Offers a request's rows and answers; each is kept with probability `rate`, and only
-    /// the kept ones are copied and serialised.
+    /// Offers a request's rows and answers; each is picked with probability `rate`, the
+    /// deployment's bucket lets at most its share through, and only the kept rows are
+    /// copied and serialised.
     pub fn offer<T: serde::Serialize>(
         &self,
         deployment_id: Uuid,
@@ -46,10 +82,18 @@ impl SampleSink {
         if self.rate <= 0.0 {
             return;
         }
-        for (input, output) in instances.iter().zip(outputs) {
-            if self.rate < 1.0 && rand::random::<f64>() >= self.rate {
-                continue;
-            }
+        let picked: Vec<usize> = (0..instances.len().min(outputs.len()))
+            .filter(|_| self.rate >= 1.0 || rand::random::<f64>() < self.rate)
+            .collect();
+        if picked.is_empty() {
+            return;
+        }
+        let allowed = match &self.cap {
+            Some(cap) => cap.take(deployment_id, picked.len()),
+            None => picked.len(),
+        };
+        for &row in &picked[..allowed] {
+            let (input, output) = (&instances[row], &outputs[row]);
             let output = serde_json::to_value(output).unwrap_or(Value::Null);
             let sample =
                 Sample { deployment_id, version, input: Value::Object(input.clone()), output };
@@ -88,5 +132,29 @@ async fn prune(db: kiln_db::Db, keep: u64) {
             Ok(n) => tracing::debug!(deleted = n, "pruned prediction samples"),
             Err(err) => tracing::warn!(error = %err, "could not prune prediction samples"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_lets_a_second_s_worth_through_then_refills_with_time() {
+        let cap = Cap { per_second: 100.0, buckets: Mutex::new(HashMap::new()) };
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(cap.take(a, 60), 60);
+        assert_eq!(cap.take(a, 60), 40, "one second's worth, no more");
+        assert_eq!(cap.take(a, 60), 0);
+        // Another deployment has its own bucket.
+        assert_eq!(cap.take(b, 500), 100);
+        std::thread::sleep(Duration::from_millis(120));
+        let refilled = cap.take(a, 1000);
+        assert!((10..=30).contains(&refilled), "~12 tokens after 120 ms, got {refilled}");
+        // Saved-up tokens never exceed one second's worth.
+        let mut buckets = cap.buckets.lock().unwrap();
+        buckets.get_mut(&a).unwrap().1 -= Duration::from_secs(60);
+        drop(buckets);
+        assert_eq!(cap.take(a, 1000), 100);
     }
 }

@@ -503,7 +503,12 @@ async fn overload_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn drift_flags_a_shifted_feature_and_not_the_others() {
-    let app = spawn_app_with(ServingArgs { sample_rate: 1.0, ..ServingArgs::defaults() }).await;
+    let app = spawn_app_with(ServingArgs {
+        sample_rate: 1.0,
+        samples_per_second: 0.0,
+        ..ServingArgs::defaults()
+    })
+    .await;
     let team = setup(&app).await;
     deploy(&app, &team, json!({"name": "steady", "model": "iris", "version": 1})).await;
     deploy(&app, &team, json!({"name": "shifted", "model": "iris", "version": 1})).await;
@@ -562,6 +567,42 @@ async fn drift_flags_a_shifted_feature_and_not_the_others() {
         "validation_failed",
     )
     .await;
+}
+
+#[tokio::test]
+async fn samples_are_capped_per_deployment_per_second() {
+    let app = spawn_app_with(ServingArgs {
+        sample_rate: 1.0,
+        samples_per_second: 30.0,
+        ..ServingArgs::defaults()
+    })
+    .await;
+    let team = setup(&app).await;
+    deploy(&app, &team, json!({"name": "busy", "model": "iris", "version": 1})).await;
+    let rows: Vec<_> = iris_rows().into_iter().cycle().take(300).collect();
+    let started = std::time::Instant::now();
+    for chunk in rows.chunks(50) {
+        assert_eq!(app.predict("busy", &team.member, chunk).await.status(), 200);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Every row is picked (rate 1.0); the bucket lets one second's worth through, then 30
+    // a second. Samples are written in the background: wait for the first ones.
+    let mut window = 0;
+    for _ in 0..50 {
+        let report: Value = app
+            .get("/v1/deployments/busy/drift?window=1000", &team.viewer)
+            .await
+            .json()
+            .await
+            .unwrap();
+        window = report["window"].as_u64().unwrap_or(0);
+        if window >= 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let most = 30 + (elapsed * 30.0).ceil() as u64;
+    assert!((30..=most).contains(&window), "{window} samples of 300 rows in {elapsed:.2} s");
 }
 
 #[tokio::test]
