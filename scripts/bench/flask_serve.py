@@ -6,7 +6,9 @@ model.safetensors), rebuilds the MLP in PyTorch from the same virtualenv, applie
 fitted preprocessing, and runs one forward pass per request. It answers Kiln's predict
 route and body, so the load generator sends both servers the same bytes.
 
-    KILN_BUNDLE=/path/to/bundle.zip gunicorn -w 5 -b 127.0.0.1:8000 flask_serve:app
+    KILN_BUNDLE=/path/to/bundle.zip gunicorn -w 2 -b 127.0.0.1:8000 flask_serve:app
+
+BENCH_TORCH_THREADS sets libtorch's intra-op threads per worker (default: PyTorch's own).
 """
 
 import json
@@ -18,7 +20,9 @@ import zipfile
 import torch
 from flask import Flask, jsonify, request
 
-torch.set_num_threads(int(os.environ.get("BENCH_TORCH_THREADS", "1")))
+# Unset: PyTorch's own default (one intra-op thread per core), as an article's reader runs it.
+if os.environ.get("BENCH_TORCH_THREADS"):
+    torch.set_num_threads(int(os.environ["BENCH_TORCH_THREADS"]))
 
 
 def load_bundle(path):
