@@ -12,7 +12,8 @@
 //! Settings: `BENCH_SECONDS` (default 10), `BENCH_CONNECTIONS` (default 32),
 //! `BENCH_WRK_THREADS` (default 2), `BENCH_DATA` (`wine`, 13 features and 3 classes, the
 //! default; or `digits`, 64 features and 10 classes), `BENCH_HIDDEN` (the MLP's hidden
-//! widths, default `32`: TARGETS.md's MLP 13→32→3), `BENCH_BATCH_WAIT_MS` (default 0),
+//! widths, default `32`: TARGETS.md's MLP 13→32→3), `BENCH_MAX_BATCH` (default 64) and
+//! `BENCH_BATCH_WAIT_MS` (default 0) of the batched deployment,
 //! and Kiln's settings `BENCH_KILN_THREADS` (`KILN_SERVING_TORCH_THREADS`),
 //! `BENCH_SAMPLE_RATE` (`KILN_SERVING_SAMPLE_RATE`), `BENCH_KILN_WORKERS` (HTTP workers,
 //! default one per core).
@@ -151,6 +152,7 @@ async fn main() {
     };
     let csv = std::fs::read(repo_path(csv_path)).unwrap();
     let batch_wait_ms: u32 = env_or("BENCH_BATCH_WAIT_MS", "0").parse().unwrap();
+    let max_batch: u32 = env_or("BENCH_MAX_BATCH", "64").parse().unwrap();
     let gunicorn = env_or(
         "KILN_GUNICORN",
         &format!("{}/.cache/kiln/venv/bin/gunicorn", env_or("HOME", "/root")),
@@ -243,7 +245,7 @@ async fn main() {
     .await
     .unwrap();
     for (name, batching) in [
-        ("batched", json!({"max_batch_size": 64, "max_wait_ms": batch_wait_ms})),
+        ("batched", json!({"max_batch_size": max_batch, "max_wait_ms": batch_wait_ms})),
         ("unbatched", json!({"max_batch_size": 1, "max_wait_ms": 0})),
     ] {
         let res = http
@@ -359,7 +361,7 @@ async fn main() {
     let unbatched = &results[2].1;
     println!(
         "\nServing: MLP {hidden:?} on {data_label}, one instance per request, \
-         wrk -t{} -c{connections} -d{seconds}s, {cores} cores; batching on = max_batch_size 64, \
+         wrk -t{} -c{connections} -d{seconds}s, {cores} cores; batching on = max_batch_size {max_batch}, \
          max_wait_ms {batch_wait_ms}; off = max_batch_size 1; Kiln: {} HTTP workers, \
          {kiln_threads} libtorch thread(s) per inference thread, sample rate {sample_rate}\n",
         load.threads,
