@@ -118,6 +118,25 @@ async fn setup(app: &TestApp) -> TestTeam {
     team
 }
 
+/// An app that samples every predicted row (at most `per_second` a second per deployment,
+/// 0: no cap), with the team of [`setup`].
+async fn sampling_every_row(per_second: f64) -> (TestApp, TestTeam) {
+    let app = spawn_app_with(ServingArgs {
+        sample_rate: 1.0,
+        samples_per_second: per_second,
+        ..ServingArgs::defaults()
+    })
+    .await;
+    let team = setup(&app).await;
+    (app, team)
+}
+
+/// The drift report of deployment `name` over its last `window` samples.
+async fn drift(app: &TestApp, team: &TestTeam, name: &str, window: u32) -> Value {
+    let path = format!("/v1/deployments/{name}/drift?window={window}");
+    app.get(&path, &team.viewer).await.json().await.unwrap()
+}
+
 async fn deploy(app: &TestApp, team: &TestTeam, body: Value) -> Value {
     let res = app.post("/v1/deployments", &team.maintainer, body).await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
@@ -503,13 +522,7 @@ async fn overload_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn drift_flags_a_shifted_feature_and_not_the_others() {
-    let app = spawn_app_with(ServingArgs {
-        sample_rate: 1.0,
-        samples_per_second: 0.0,
-        ..ServingArgs::defaults()
-    })
-    .await;
-    let team = setup(&app).await;
+    let (app, team) = sampling_every_row(0.0).await;
     deploy(&app, &team, json!({"name": "steady", "model": "iris", "version": 1})).await;
     deploy(&app, &team, json!({"name": "shifted", "model": "iris", "version": 1})).await;
     let rows: Vec<_> = iris_rows().into_iter().cycle().take(450).collect();
@@ -531,12 +544,7 @@ async fn drift_flags_a_shifted_feature_and_not_the_others() {
     // Samples are written in the background.
     let mut report = Value::Null;
     for _ in 0..50 {
-        report = app
-            .get("/v1/deployments/shifted/drift?window=450", &team.viewer)
-            .await
-            .json()
-            .await
-            .unwrap();
+        report = drift(&app, &team, "shifted", 450).await;
         if report["window"] == 450 {
             break;
         }
@@ -553,12 +561,7 @@ async fn drift_flags_a_shifted_feature_and_not_the_others() {
             assert!(f["psi"].as_f64().unwrap() < 0.1, "{f}");
         }
     }
-    let steady: Value = app
-        .get("/v1/deployments/steady/drift?window=450", &team.viewer)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let steady: Value = drift(&app, &team, "steady", 450).await;
     assert_eq!(steady["window"], 450, "{steady}");
     assert_eq!(steady["drifted"], false, "{steady}");
     assert_error(
@@ -571,13 +574,7 @@ async fn drift_flags_a_shifted_feature_and_not_the_others() {
 
 #[tokio::test]
 async fn samples_are_capped_per_deployment_per_second() {
-    let app = spawn_app_with(ServingArgs {
-        sample_rate: 1.0,
-        samples_per_second: 30.0,
-        ..ServingArgs::defaults()
-    })
-    .await;
-    let team = setup(&app).await;
+    let (app, team) = sampling_every_row(30.0).await;
     deploy(&app, &team, json!({"name": "busy", "model": "iris", "version": 1})).await;
     let rows: Vec<_> = iris_rows().into_iter().cycle().take(300).collect();
     let started = std::time::Instant::now();
@@ -589,12 +586,7 @@ async fn samples_are_capped_per_deployment_per_second() {
     // a second. Samples are written in the background: wait for the first ones.
     let mut window = 0;
     for _ in 0..50 {
-        let report: Value = app
-            .get("/v1/deployments/busy/drift?window=1000", &team.viewer)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let report: Value = drift(&app, &team, "busy", 1000).await;
         window = report["window"].as_u64().unwrap_or(0);
         if window >= 30 {
             break;

@@ -78,3 +78,97 @@ impl TrainObserver for Recorder {
         (Some(self.asked) == self.stop_before).then_some(StopReason::Cancelled)
     }
 }
+
+/// How equal the resumed run must be to the uninterrupted one.
+#[derive(Debug, Clone, Copy)]
+pub enum Same {
+    /// Bit for bit: every operation on this path is deterministic on the CPU.
+    Bitwise,
+    /// Within a relative tolerance: oneDNN's convolution backward on the CPU accumulates in
+    /// an order that can change from run to run on a loaded machine (a flaky bit-for-bit
+    /// comparison seen in CI), so convolutional nets are compared to float rounding.
+    #[allow(dead_code)] // constructed in tests/cnn_resume.rs, another test binary
+    Within(f32),
+}
+
+fn assert_weights_match(resumed: &[u8], uninterrupted: &[u8], tolerance: f32, context: &str) {
+    let a = safetensors::SafeTensors::deserialize(resumed).unwrap();
+    let b = safetensors::SafeTensors::deserialize(uninterrupted).unwrap();
+    let mut names = a.names();
+    names.sort();
+    let mut other = b.names();
+    other.sort();
+    assert_eq!(names, other, "{context}");
+    for name in names {
+        let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+        assert_eq!(x.shape(), y.shape(), "{name}: {context}");
+        let floats = |d: &[u8]| -> Vec<f32> {
+            d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        };
+        for (i, (p, q)) in floats(x.data()).iter().zip(floats(y.data())).enumerate() {
+            assert!(
+                (p - q).abs() <= tolerance * q.abs().max(1.0),
+                "{name}[{i}]: {p} vs {q}: {context}"
+            );
+        }
+    }
+}
+
+pub fn resume_check(
+    model: serde_json::Value,
+    hyperparameters: serde_json::Value,
+    data: &str,
+    target: Option<&str>,
+    stop_before: u64,
+    same: Same,
+) {
+    init();
+    let spec = spec("classification", target, model, hyperparameters);
+    let prepared = prepared(&spec, data);
+    let uninterrupted = train_to_end(&spec, &prepared, &cpu());
+
+    let mut stopper = Recorder { stop_before: Some(stop_before), ..Default::default() };
+    let checkpoint = match train(&spec, &prepared, &cpu(), &mut stopper, None).unwrap() {
+        TrainOutcome::Stopped { checkpoint, .. } => checkpoint,
+        TrainOutcome::Completed(_) => panic!("did not stop"),
+    };
+    // Through bytes, as the worker stores it.
+    let checkpoint = Checkpoint::from_bytes(&checkpoint.to_bytes().unwrap()).unwrap();
+    let resumed = match train(&spec, &prepared, &cpu(), &mut NoObserver, Some(&checkpoint)).unwrap()
+    {
+        TrainOutcome::Completed(model) => model,
+        TrainOutcome::Stopped { .. } => panic!("stopped"),
+    };
+    let context = format!(
+        "resumed weights differ (checkpoint at epoch {}, step {})",
+        checkpoint.epoch(),
+        checkpoint.step()
+    );
+    match same {
+        Same::Bitwise => {
+            assert_eq!(
+                resumed.bundle.weights_safetensors(),
+                uninterrupted.bundle.weights_safetensors(),
+                "{context}"
+            );
+            assert_eq!(resumed.history, uninterrupted.history);
+        }
+        Same::Within(tolerance) => {
+            assert_weights_match(
+                resumed.bundle.weights_safetensors(),
+                uninterrupted.bundle.weights_safetensors(),
+                tolerance,
+                &context,
+            );
+            assert_eq!(resumed.history.len(), uninterrupted.history.len());
+            for (r, u) in resumed.history.iter().zip(&uninterrupted.history) {
+                let close =
+                    |a: f64, b: f64| (a - b).abs() <= f64::from(tolerance) * b.abs().max(1.0);
+                assert!(
+                    close(r.train_loss, u.train_loss) && close(r.val_loss, u.val_loss),
+                    "{r:?} vs {u:?}"
+                );
+            }
+        }
+    }
+}
