@@ -46,8 +46,13 @@ impl AlignedBuf {
         Self { raw, start, len: 0 }
     }
 
+    /// A placeholder with no room (no allocation).
+    fn empty() -> Self {
+        Self { raw: Vec::new(), start: 0, len: 0 }
+    }
+
     fn capacity(&self) -> usize {
-        self.raw.len() - DIRECT_ALIGN
+        self.raw.len().saturating_sub(DIRECT_ALIGN)
     }
 
     /// Copies as much of `bytes` as fits; answers how much that was.
@@ -155,11 +160,8 @@ impl Sink {
                         return write_all_vectored(file, &chunks[index + 1..]);
                     }
                     // Aligned bytes at an aligned offset: written as they are.
-                    Self::Direct { file, buf, written, .. }
-                        if buf.len == 0 && direct_ready(rest) =>
-                    {
-                        file.write_all(rest)?;
-                        *written += rest.len() as u64;
+                    Self::Direct { buf, .. } if buf.len == 0 && direct_ready(rest) => {
+                        self.write_direct(rest, rest.len())?;
                         rest = &[];
                     }
                     Self::Direct { buf, .. } => {
@@ -175,26 +177,42 @@ impl Sink {
         Ok(())
     }
 
-    /// Writes the aligned buffer (padded when it is the end of the file); switches to
-    /// buffered writes, from the same offset, if the file system refuses the direct write.
+    /// Writes the aligned buffer (padded when it is the end of the file).
     fn flush_direct(&mut self) -> std::io::Result<()> {
-        use std::io::{Seek, SeekFrom, Write};
-        let Self::Direct { file, path, buf, written } = self else { return Ok(()) };
+        let Self::Direct { buf, .. } = self else { return Ok(()) };
         if buf.len == 0 {
             return Ok(());
         }
         let len = buf.len;
-        match file.write_all(buf.padded()) {
+        // The buffer moves out for the write (it is not borrowed from `self` meanwhile).
+        let mut taken = std::mem::replace(buf, AlignedBuf::empty());
+        let result = self.write_direct(taken.padded(), len);
+        taken.len = 0;
+        if let Self::Direct { buf, .. } = self {
+            *buf = taken;
+        }
+        result
+    }
+
+    /// Writes `bytes` (aligned, a whole number of blocks) at the end of what is written,
+    /// of which the first `len` count (the rest is padding). If the file system refuses the
+    /// direct write, switches to buffered writes from the same offset and writes them
+    /// there.
+    fn write_direct(&mut self, bytes: &[u8], len: usize) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        let Self::Direct { file, path, written, .. } = self else {
+            unreachable!("direct writes only on a direct sink")
+        };
+        match file.write_all(bytes) {
             Ok(()) => {
                 *written += len as u64;
-                buf.len = 0;
                 Ok(())
             }
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
                 let mut plain = std::fs::OpenOptions::new().write(true).open(&*path)?;
                 plain.set_len(*written)?;
                 plain.seek(SeekFrom::Start(*written))?;
-                plain.write_all(&buf.raw[buf.start..buf.start + len])?;
+                plain.write_all(&bytes[..len])?;
                 *self = Self::Buffered(plain);
                 Ok(())
             }
@@ -542,5 +560,25 @@ mod tests {
             assert_eq!(written.len(), expected.len(), "direct: {direct}");
             assert!(written == expected, "direct: {direct}: bytes differ");
         }
+    }
+
+    /// A direct write the kernel refuses (EINVAL: here, a misaligned buffer) switches the
+    /// sink to buffered writes from the same offset, losing and repeating nothing.
+    #[test]
+    fn a_refused_direct_write_falls_back_to_buffered_writes_at_the_same_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut sink = Sink::create(&path).unwrap();
+        assert!(matches!(sink, Sink::Direct { .. }), "the temp dir takes O_DIRECT");
+        sink.write_chunks(&[aligned(&pattern(2 * DIRECT_ALIGN, 1))]).unwrap();
+        let mut shifted = vec![0u8; 2 * DIRECT_ALIGN + 1];
+        shifted[1..].copy_from_slice(&pattern(2 * DIRECT_ALIGN, 2));
+        sink.write_direct(&shifted[1..], 2 * DIRECT_ALIGN).unwrap();
+        assert!(matches!(sink, Sink::Buffered(_)), "refused, so buffered from now on");
+        sink.write_chunks(&[Bytes::from(pattern(100, 3))]).unwrap();
+        sink.finish().unwrap();
+        let expected =
+            [pattern(2 * DIRECT_ALIGN, 1), pattern(2 * DIRECT_ALIGN, 2), pattern(100, 3)].concat();
+        assert!(std::fs::read(&path).unwrap() == expected);
     }
 }
