@@ -46,13 +46,8 @@ impl AlignedBuf {
         Self { raw, start, len: 0 }
     }
 
-    /// A placeholder with no room (no allocation).
-    fn empty() -> Self {
-        Self { raw: Vec::new(), start: 0, len: 0 }
-    }
-
     fn capacity(&self) -> usize {
-        self.raw.len().saturating_sub(DIRECT_ALIGN)
+        self.raw.len() - DIRECT_ALIGN
     }
 
     /// Copies as much of `bytes` as fits; answers how much that was.
@@ -118,8 +113,39 @@ fn direct_ready(bytes: &[u8]) -> bool {
 /// back with `set_len`. File systems that refuse `O_DIRECT` (tmpfs before Linux 6.6, some
 /// network and FUSE file systems) get ordinary buffered writes, from the same position.
 enum Sink {
-    Direct { file: std::fs::File, path: PathBuf, buf: AlignedBuf, written: u64 },
+    Direct { out: DirectFile, buf: AlignedBuf },
     Buffered(std::fs::File),
+}
+
+/// A file opened with `O_DIRECT`, and how many of its bytes count so far.
+struct DirectFile {
+    file: std::fs::File,
+    path: PathBuf,
+    written: u64,
+}
+
+impl DirectFile {
+    /// Writes `bytes` (aligned, a whole number of blocks) after what is written, of which
+    /// the first `len` count (the rest is padding). If the file system refuses the direct
+    /// write, writes the `len` bytes through a buffered handle at the same offset instead
+    /// and answers it: the sink continues with that.
+    fn write(&mut self, bytes: &[u8], len: usize) -> std::io::Result<Option<std::fs::File>> {
+        use std::io::{Seek, SeekFrom, Write};
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.written += len as u64;
+                Ok(None)
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                let mut plain = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+                plain.set_len(self.written)?;
+                plain.seek(SeekFrom::Start(self.written))?;
+                plain.write_all(&bytes[..len])?;
+                Ok(Some(plain))
+            }
+            Err(err) => Err(err),
+        }
+    }
 }
 
 impl Sink {
@@ -132,10 +158,8 @@ impl Sink {
             .open(path);
         match direct {
             Ok(file) => Ok(Self::Direct {
-                file,
-                path: path.to_owned(),
+                out: DirectFile { file, path: path.to_owned(), written: 0 },
                 buf: AlignedBuf::new(DIRECT_WRITE),
-                written: 0,
             }),
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
                 let _ = std::fs::remove_file(path);
@@ -179,56 +203,40 @@ impl Sink {
 
     /// Writes the aligned buffer (padded when it is the end of the file).
     fn flush_direct(&mut self) -> std::io::Result<()> {
-        let Self::Direct { buf, .. } = self else { return Ok(()) };
+        let Self::Direct { out, buf } = self else { return Ok(()) };
         if buf.len == 0 {
             return Ok(());
         }
         let len = buf.len;
-        // The buffer moves out for the write (it is not borrowed from `self` meanwhile).
-        let mut taken = std::mem::replace(buf, AlignedBuf::empty());
-        let result = self.write_direct(taken.padded(), len);
-        taken.len = 0;
-        if let Self::Direct { buf, .. } = self {
-            *buf = taken;
+        let fell_back = out.write(buf.padded(), len)?;
+        buf.len = 0;
+        if let Some(plain) = fell_back {
+            *self = Self::Buffered(plain);
         }
-        result
+        Ok(())
     }
 
-    /// Writes `bytes` (aligned, a whole number of blocks) at the end of what is written,
-    /// of which the first `len` count (the rest is padding). If the file system refuses the
-    /// direct write, switches to buffered writes from the same offset and writes them
-    /// there.
+    /// Writes aligned `bytes` as they are (see [`DirectFile::write`]), switching to
+    /// buffered writes if the file system refuses.
     fn write_direct(&mut self, bytes: &[u8], len: usize) -> std::io::Result<()> {
-        use std::io::{Seek, SeekFrom, Write};
-        let Self::Direct { file, path, written, .. } = self else {
+        let Self::Direct { out, .. } = self else {
             unreachable!("direct writes only on a direct sink")
         };
-        match file.write_all(bytes) {
-            Ok(()) => {
-                *written += len as u64;
-                Ok(())
-            }
-            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-                let mut plain = std::fs::OpenOptions::new().write(true).open(&*path)?;
-                plain.set_len(*written)?;
-                plain.seek(SeekFrom::Start(*written))?;
-                plain.write_all(&bytes[..len])?;
-                *self = Self::Buffered(plain);
-                Ok(())
-            }
-            Err(err) => Err(err),
+        if let Some(plain) = out.write(bytes, len)? {
+            *self = Self::Buffered(plain);
         }
+        Ok(())
     }
 
     /// Writes what is left, cuts the padding off and fsyncs.
     fn finish(mut self) -> std::io::Result<()> {
         let tail = match &self {
-            Self::Direct { buf, written, .. } => Some(*written + buf.len as u64),
+            Self::Direct { out, buf } => Some(out.written + buf.len as u64),
             Self::Buffered(_) => None,
         };
         self.flush_direct()?;
         let file = match self {
-            Self::Direct { file, .. } | Self::Buffered(file) => file,
+            Self::Direct { out: DirectFile { file, .. }, .. } | Self::Buffered(file) => file,
         };
         if let Some(size) = tail {
             file.set_len(size)?;
