@@ -296,7 +296,8 @@ async fn one_trace_from_the_request_through_the_queue_to_the_worker() {
     for name in kiln_telemetry::metrics::ALL {
         assert!(names.iter().any(|n| n == name), "{name} not exported: {names:?}");
     }
-    let prometheus = p.http.get(format!("{}/metrics", p.api)).send().await.unwrap();
+    let prometheus =
+        p.http.get(format!("{}/metrics", p.api)).bearer_auth(&admin).send().await.unwrap();
     let prometheus = prometheus.text().await.unwrap();
     assert!(
         prometheus.contains(r#"kiln_queue_jobs{state="succeeded",team="demo"} 1"#),

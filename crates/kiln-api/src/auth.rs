@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use kiln_db::repo::audit;
+use kiln_db::repo::{RepoError, audit};
 use kiln_db::repo::tokens::{self, Principal};
 use kiln_types::{ErrorCode, Role};
 use uuid::Uuid;
@@ -131,29 +131,64 @@ impl FromRequest for Caller {
                 return Err(ApiError::new(ErrorCode::Unauthenticated, "invalid token"));
             }
             let hash = tokens::hash_token(&token);
-            if let Some(principal) = state.tokens.get(&hash) {
-                return Ok(Caller(principal));
-            }
-            let generation = state.tokens.generation();
-            match tokens::authenticate_hashed(&state.db, hash.clone()).await? {
-                Some(principal) => {
-                    state.tokens.insert(hash, principal, generation);
-                    Ok(Caller(principal))
-                }
-                None => Err(ApiError::new(ErrorCode::Unauthenticated, "invalid or revoked token")),
-            }
+            authenticate(&state, hash).await.map(Caller)
         })
     }
 }
 
+/// The principal behind a token's hash: from the cache while it is fresh, else from
+/// PostgreSQL; while PostgreSQL is unreachable, a principal it confirmed recently (within
+/// `KILN_AUTH_OUTAGE_SECONDS`), so serving from memory goes on. The lookup is bounded by
+/// the pool's acquire timeout: an outage answers 503 `unavailable` fast, never hangs.
+async fn authenticate(state: &AppState, hash: Vec<u8>) -> Result<Principal, ApiError> {
+    let cache = &state.tokens;
+    if let Some(principal) = cache.get(&hash) {
+        return Ok(principal);
+    }
+    if cache.database_unreachable()
+        && let Some(principal) = cache.get_during_outage(&hash)
+    {
+        return Ok(principal);
+    }
+    let generation = cache.generation();
+    let bound = kiln_db::acquire_timeout(&state.db) + Duration::from_secs(1);
+    let cause: Box<dyn std::error::Error + Send + Sync> =
+        match tokio::time::timeout(bound, tokens::authenticate_hashed(&state.db, hash.clone()))
+            .await
+        {
+            Ok(Ok(Some(principal))) => {
+                cache.insert(hash, principal, generation);
+                return Ok(principal);
+            }
+            Ok(Ok(None)) => {
+                cache.remove(&hash);
+                return Err(ApiError::new(ErrorCode::Unauthenticated, "invalid or revoked token"));
+            }
+            Ok(Err(RepoError::Db(err))) if kiln_db::is_connection_error(&err) => err.into(),
+            Ok(Err(err)) => return Err(err.into()),
+            Err(elapsed) => format!("token lookup: no answer from PostgreSQL ({elapsed})").into(),
+        };
+    cache.mark_unreachable();
+    match cache.get_during_outage(&hash) {
+        Some(principal) => Ok(principal),
+        None => Err(ApiError::unavailable("the database", cause)),
+    }
+}
+
 /// Authenticated tokens, cached so a hot route (predict) does not query PostgreSQL on every
-/// request. Correctness comes from revocation notices, not from the TTL: every replica
-/// listens on `kiln_tokens` (a trigger announces each revoked or deleted token) and forgets
-/// the token at once; the replica that revokes forgets it before answering. While the
-/// listener is not connected (start-up, a database outage) nothing is cached, and on every
-/// reconnect the cache is emptied (notices may have been lost). A generation counter stops a
-/// lookup that raced a revocation from caching the stale answer. Entries also expire after
-/// `KILN_AUTH_CACHE_SECONDS` (0 turns caching off).
+/// request, and so serving outlives a database outage.
+///
+/// While PostgreSQL answers, correctness comes from revocation notices, not from the TTL:
+/// every replica listens on `kiln_tokens` (a trigger announces each revoked or deleted
+/// token) and forgets the token at once; the replica that revokes forgets it before
+/// answering. Only while that listener is connected is an entry trusted without asking
+/// PostgreSQL, for at most `KILN_AUTH_CACHE_SECONDS` (0: always ask). A generation counter
+/// stops a lookup that raced a revocation from caching the stale answer.
+///
+/// While PostgreSQL is unreachable (a lookup or the listener just failed to reach it), a
+/// token PostgreSQL confirmed within `KILN_AUTH_OUTAGE_SECONDS` is served from memory (0
+/// turns that off). When the listener connects again the cache is emptied (notices may have
+/// been lost), so every token is checked against PostgreSQL again: revocations hold.
 #[derive(Debug, Clone)]
 pub struct TokenCache {
     inner: Arc<CacheInner>,
@@ -161,24 +196,39 @@ pub struct TokenCache {
 
 #[derive(Debug)]
 struct CacheInner {
+    /// Principal and when PostgreSQL last confirmed it.
     entries: RwLock<HashMap<Vec<u8>, (Principal, Instant)>>,
     ttl_millis: AtomicU64,
+    outage_ttl_millis: AtomicU64,
     listening: AtomicBool,
     generation: AtomicU64,
+    /// When PostgreSQL was last found unreachable, if since the listener last connected.
+    unreachable_at: Mutex<Option<Instant>>,
 }
 
 /// Entries kept at most; beyond it the cache starts over.
 const MAX_CACHED_TOKENS: usize = 10_000;
 
+/// How long after PostgreSQL was found unreachable requests skip asking it (and are served
+/// from memory) before one asks again; the listener, retrying every second, ends it sooner
+/// when PostgreSQL is back.
+const UNREACHABLE_HOLD: Duration = Duration::from_secs(5);
+
 impl TokenCache {
-    /// A cache that stays empty until [`TokenCache::start`] has its listener connected.
+    /// A cache that trusts nothing without asking PostgreSQL until [`TokenCache::start`]
+    /// has its listener connected.
     pub fn new(ttl: Duration) -> Self {
         TokenCache {
             inner: Arc::new(CacheInner {
                 entries: RwLock::new(HashMap::new()),
                 ttl_millis: AtomicU64::new(ttl.as_millis() as u64),
+                outage_ttl_millis: AtomicU64::new(
+                    Duration::from_secs(crate::state::DEFAULT_AUTH_OUTAGE_SECONDS).as_millis()
+                        as u64,
+                ),
                 listening: AtomicBool::new(false),
                 generation: AtomicU64::new(0),
+                unreachable_at: Mutex::new(None),
             }),
         }
     }
@@ -189,14 +239,22 @@ impl TokenCache {
         let listener = cache.clone();
         tokio::spawn(async move {
             loop {
-                if let Ok(mut revocations) = tokens::Revocations::listen(&db).await {
-                    listener.clear();
-                    listener.inner.listening.store(true, Ordering::SeqCst);
-                    while let Ok(Some(id)) = revocations.next().await {
-                        listener.forget(id);
+                match tokens::Revocations::listen(&db).await {
+                    Ok(mut revocations) => {
+                        listener.clear();
+                        *listener.inner.unreachable_at.lock().expect("token cache lock") = None;
+                        listener.inner.listening.store(true, Ordering::SeqCst);
+                        while let Ok(Some(id)) = revocations.next().await {
+                            listener.forget(id);
+                        }
+                        // Entries stay for an outage, but none is trusted as fresh until the
+                        // listener is back (and has emptied the cache).
+                        listener.inner.listening.store(false, Ordering::SeqCst);
                     }
-                    listener.inner.listening.store(false, Ordering::SeqCst);
-                    listener.clear();
+                    Err(RepoError::Db(err)) if kiln_db::is_connection_error(&err) => {
+                        listener.mark_unreachable();
+                    }
+                    Err(_) => {}
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -209,14 +267,25 @@ impl TokenCache {
         self.clear();
     }
 
+    /// How long a token PostgreSQL confirmed is served while PostgreSQL is unreachable.
+    pub fn set_outage_ttl(&self, ttl: Duration) {
+        self.inner.outage_ttl_millis.store(ttl.as_millis() as u64, Ordering::Relaxed);
+    }
+
     fn ttl(&self) -> Duration {
         Duration::from_millis(self.inner.ttl_millis.load(Ordering::Relaxed))
+    }
+
+    fn outage_ttl(&self) -> Duration {
+        Duration::from_millis(self.inner.outage_ttl_millis.load(Ordering::Relaxed))
     }
 
     fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::SeqCst)
     }
 
+    /// A principal trusted without asking PostgreSQL: the listener is connected and
+    /// PostgreSQL confirmed it within the TTL.
     fn get(&self, hash: &[u8]) -> Option<Principal> {
         if !self.inner.listening.load(Ordering::SeqCst) {
             return None;
@@ -226,8 +295,29 @@ impl TokenCache {
         (at.elapsed() < self.ttl()).then_some(*principal)
     }
 
+    /// A principal PostgreSQL confirmed within the outage TTL, for when it cannot be asked.
+    fn get_during_outage(&self, hash: &[u8]) -> Option<Principal> {
+        let entries = self.inner.entries.read().expect("token cache lock");
+        let (principal, at) = entries.get(hash)?;
+        (at.elapsed() < self.outage_ttl()).then_some(*principal)
+    }
+
+    /// True while PostgreSQL was found unreachable recently and the listener has not
+    /// connected since.
+    fn database_unreachable(&self) -> bool {
+        self.inner
+            .unreachable_at
+            .lock()
+            .expect("token cache lock")
+            .is_some_and(|at| at.elapsed() < UNREACHABLE_HOLD)
+    }
+
+    fn mark_unreachable(&self) {
+        *self.inner.unreachable_at.lock().expect("token cache lock") = Some(Instant::now());
+    }
+
     fn insert(&self, hash: Vec<u8>, principal: Principal, generation: u64) {
-        if !self.inner.listening.load(Ordering::SeqCst) || self.ttl().is_zero() {
+        if self.ttl().is_zero() && self.outage_ttl().is_zero() {
             return;
         }
         let mut entries = self.inner.entries.write().expect("token cache lock");
@@ -239,6 +329,13 @@ impl TokenCache {
             entries.clear();
         }
         entries.insert(hash, (principal, Instant::now()));
+    }
+
+    /// Forgets a token PostgreSQL no longer knows (or knows as revoked).
+    /// (No generation bump: a lookup racing this one read the same row or an older one,
+    /// and revocations bump it through [`TokenCache::forget`].)
+    fn remove(&self, hash: &[u8]) {
+        self.inner.entries.write().expect("token cache lock").remove(hash);
     }
 
     /// Forgets a token (revoked or deleted) at once.

@@ -35,6 +35,14 @@ pub struct ApiArgs {
     /// revocation evicts it at once on every replica; 0 turns the cache off).
     #[arg(long = "auth-cache-seconds", env = "KILN_AUTH_CACHE_SECONDS", default_value_t = crate::state::DEFAULT_AUTH_CACHE_SECONDS as f64)]
     pub auth_cache_seconds: f64,
+    /// Seconds a token PostgreSQL confirmed is still accepted while PostgreSQL is
+    /// unreachable, so predictions go on from memory through an outage (0 turns it off).
+    #[arg(long = "auth-outage-seconds", env = "KILN_AUTH_OUTAGE_SECONDS", default_value_t = crate::state::DEFAULT_AUTH_OUTAGE_SECONDS as f64)]
+    pub auth_outage_seconds: f64,
+    /// A second address serving only `GET /metrics`, without a token, for an in-cluster
+    /// Prometheus (on the main address `/metrics` needs an admin token).
+    #[arg(long = "metrics-bind", env = "KILN_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
     #[command(flatten)]
     pub serving: ServingArgs,
 }
@@ -43,11 +51,17 @@ pub struct ApiArgs {
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
+    /// The metrics-only address (`KILN_METRICS_BIND`): its port and server.
+    metrics: Option<(u16, Server)>,
 }
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .field("metrics_port", &self.metrics_port())
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,10 +84,19 @@ impl Application {
             Limits { json_bytes: args.max_json_bytes, upload_bytes: args.max_upload_bytes },
             args.serving.clone(),
         );
-        state.tokens.set_ttl(std::time::Duration::from_secs_f64(args.auth_cache_seconds.max(0.0)));
+        state.tokens.set_ttl(seconds(args.auth_cache_seconds));
+        state.tokens.set_outage_ttl(seconds(args.auth_outage_seconds));
         let listener = TcpListener::bind(&args.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.bind))?;
-        Self::from_state(state, listener, args.workers)
+        let app = Self::from_state(state, listener, args.workers)?;
+        match &args.metrics_bind {
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {bind} (metrics): {e}"))?;
+                app.serve_metrics_on(listener)
+            }
+            None => Ok(app),
+        }
     }
 
     pub fn from_state(
@@ -83,6 +106,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let port = listener.local_addr()?.port();
         let state = web::Data::new(state);
+        let app_state = state.clone();
         let json_limit = state.limits.json_bytes;
         let serving_only = state.serving.args().serving_only;
         let mut server = HttpServer::new(move || {
@@ -104,14 +128,47 @@ impl Application {
         if let Some(workers) = workers {
             server = server.workers(workers);
         }
-        Ok(Self { port, server: server.run() })
+        Ok(Self { port, server: server.run(), state: app_state, metrics: None })
+    }
+
+    /// Also serves `GET /metrics` on `listener`, without a token (`KILN_METRICS_BIND`): an
+    /// address for an in-cluster Prometheus only, never exposed like the API's.
+    pub fn serve_metrics_on(mut self, listener: TcpListener) -> anyhow::Result<Self> {
+        let port = listener.local_addr()?.port();
+        let state = self.state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(ErrorHandlers::new().default_handler(error::json_error_bodies))
+                .service(
+                    web::resource("/metrics").get(crate::routes::health::metrics_unauthenticated),
+                )
+                .default_service(web::to(error::unknown_route))
+        })
+        .workers(1)
+        .listen(listener)?
+        .run();
+        self.metrics = Some((port, server));
+        Ok(self)
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// The port of the metrics address, when [`Application::serve_metrics_on`] added one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        match self.metrics {
+            Some((_, metrics)) => futures::try_join!(self.server, metrics).map(|_| ()),
+            None => self.server.await,
+        }
+    }
+}
+
+fn seconds(value: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(if value.is_finite() { value.max(0.0) } else { 0.0 })
 }

@@ -40,6 +40,10 @@ pub struct Limits {
 /// evict it at once regardless).
 pub const DEFAULT_AUTH_CACHE_SECONDS: u64 = 10;
 
+/// How long a token PostgreSQL confirmed is still accepted while PostgreSQL is unreachable,
+/// so serving from memory outlives a database outage.
+pub const DEFAULT_AUTH_OUTAGE_SECONDS: u64 = 900;
+
 impl AppState {
     /// The state of one API process: metrics, the queue, and serving (whose background
     /// tasks start on the current tokio runtime).

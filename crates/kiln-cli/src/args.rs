@@ -26,7 +26,7 @@ pub struct Global {
     pub api_url: Option<String>,
     /// API token (`kiln_...`).
     #[arg(long, env = "KILN_TOKEN", global = true, hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<kiln_types::Secret>,
     /// `table` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
@@ -90,7 +90,7 @@ pub enum Command {
 pub struct DatabaseArg {
     /// PostgreSQL URL.
     #[arg(long = "database-url", env = "KILN_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: kiln_types::Secret,
 }
 
 #[derive(Debug, Subcommand)]
@@ -300,7 +300,7 @@ pub enum JobsCommand {
 pub struct DoctorArgs {
     /// PostgreSQL URL (checks the database and its migrations when given).
     #[arg(long = "database-url", env = "KILN_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<kiln_types::Secret>,
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::config::Resolved;
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    token: Option<kiln_types::Secret>,
 }
 
 impl Client {
@@ -30,7 +30,7 @@ impl Client {
     }
 
     pub fn request(&self, method: Method, path: &str) -> anyhow::Result<RequestBuilder> {
-        let token = self.token.as_deref().ok_or_else(|| {
+        let token = self.token.as_ref().map(kiln_types::Secret::expose).ok_or_else(|| {
             anyhow!("no API token: pass --token, set KILN_TOKEN, or add one to your profile")
         })?;
         Ok(self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(token))

@@ -19,14 +19,14 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct Profile {
     api_url: Option<String>,
-    token: Option<String>,
+    token: Option<kiln_types::Secret>,
 }
 
 /// Where to reach the API and as whom, after flags, environment and profile.
 #[derive(Clone)]
 pub struct Resolved {
     pub api_url: String,
-    pub token: Option<String>,
+    pub token: Option<kiln_types::Secret>,
 }
 
 impl std::fmt::Debug for Resolved {

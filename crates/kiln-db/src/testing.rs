@@ -37,7 +37,10 @@ pub async fn fresh_database(max_connections: u32) -> Result<TestDatabase, DbErro
         .await?;
     server.close().await?;
     let url = replace_database(&admin, &name);
-    let db = connect(&DbArgs { database_url: url.clone(), max_connections }).await?;
+    // A generous acquire timeout: test machines are loaded, and a test that wants the
+    // production bound (an outage test) builds its own pool.
+    let args = DbArgs { acquire_timeout_seconds: 10.0, ..DbArgs::new(url.clone(), max_connections) };
+    let db = connect(&args).await?;
     migrate(&db).await?;
     Ok(TestDatabase { name, url, db })
 }
@@ -57,6 +60,77 @@ pub fn replace_database(url: &str, database: &str) -> String {
         out.push_str(query);
     }
     out
+}
+
+/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones:
+/// a database outage as a client (worker, API) sees it, without touching the shared server.
+#[derive(Debug)]
+pub struct DbProxy {
+    pub addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl DbProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = tokio::sync::watch::Sender::new(true);
+        let state = up.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*state.borrow() {
+                    continue; // dropped at once: the client sees the connection close
+                }
+                let mut down = state.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up, accept }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+
+    /// `url` (a postgres:// URL) with its host and port replaced by the proxy's.
+    pub fn url_for(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let userinfo = authority.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
+        format!("{scheme}://{userinfo}{}/{path}", self.addr)
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// The host and port of a postgres:// URL, resolved.
+pub fn db_addr(url: &str) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://").expect("a URL").1;
+    let authority = rest.split('/').next().unwrap();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port =
+        if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
+    host_port.to_socket_addrs().expect("resolve").next().expect("an address")
 }
 
 #[cfg(test)]

@@ -62,8 +62,8 @@ pub struct CreateToken {
     pub role: Role,
 }
 
-/// A new token. `token` is shown this once and never again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A new token. `token` is shown this once and never again (and never by `Debug`).
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct IssuedToken {
     pub id: Uuid,
     pub token: String,
@@ -72,6 +72,19 @@ pub struct IssuedToken {
     pub team_id: Option<Uuid>,
     pub name: String,
     pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("token", &"***")
+            .field("role", &self.role)
+            .field("team_id", &self.team_id)
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// A token as listed: never its secret.

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use actix_web::{HttpResponse, web};
 use kiln_types::api::{Health, Readiness};
 
+use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The process is up.
@@ -40,9 +42,26 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus text format, for an admin token: the metrics name every team's deployments
+/// and traffic. An in-cluster Prometheus scrapes `KILN_METRICS_BIND` instead, which serves
+/// this without a token.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, content_type = "text/plain", body = String),
+        (status = 401, body = kiln_types::api::ErrorBody),
+        (status = 403, body = kiln_types::api::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn metrics(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    Ok(metrics_unauthenticated(state).await)
+}
+
+/// `GET /metrics` on the metrics-only address (`KILN_METRICS_BIND`): no token.
+pub async fn metrics_unauthenticated(state: web::Data<AppState>) -> HttpResponse {
     state.metrics.queue.refresh(&state.queue).await;
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

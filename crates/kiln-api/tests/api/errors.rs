@@ -101,8 +101,7 @@ async fn health_and_readiness_and_metrics() {
     let ready: serde_json::Value = res.json().await.unwrap();
     assert_eq!(ready["checks"]["postgres"], "ok");
     assert_eq!(ready["checks"]["artifact_store"], "ok");
-    let text =
-        app.request(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();
+    let text = app.get("/metrics", &app.admin).await.text().await.unwrap();
     assert!(
         text.contains(
             "kiln_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"} 1"

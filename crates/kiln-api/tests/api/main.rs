@@ -6,7 +6,9 @@ mod datasets;
 mod errors;
 mod jobs;
 mod openapi;
+mod outage;
 mod runs;
+mod secrets;
 mod serving;
 mod teams;
 
@@ -17,7 +19,7 @@ use kiln_api::Application;
 use kiln_api::serving::ServingArgs;
 use kiln_api::state::{AppState, Limits};
 use kiln_db::repo::tokens;
-use kiln_db::testing::{TestDatabase, fresh_database};
+use kiln_db::testing::{DbProxy, TestDatabase, db_addr, fresh_database};
 use kiln_store::S3Store;
 use kiln_store::testing::S3sServer;
 use kiln_types::Role;
@@ -29,6 +31,8 @@ use uuid::Uuid;
 #[derive(Debug)]
 pub struct TestApp {
     pub base: String,
+    /// The metrics-only address (`KILN_METRICS_BIND`), serving `/metrics` without a token.
+    pub metrics_base: String,
     /// The real S3-compatible server the app stores artifacts in.
     pub s3: S3sServer,
     pub test: TestDatabase,
@@ -52,7 +56,19 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// A server with its own serving settings (a private bundle cache unless one is given).
-pub async fn spawn_app_with(mut serving: ServingArgs) -> TestApp {
+pub async fn spawn_app_with(serving: ServingArgs) -> TestApp {
+    spawn(serving, false).await.0
+}
+
+/// A server whose connection pool reaches PostgreSQL through a TCP proxy the test can cut
+/// (a real outage, as the API sees it), with the production acquire timeout. `test.db`
+/// stays a direct connection, for the test's own set-up and checks.
+pub async fn spawn_app_behind_proxy() -> (TestApp, DbProxy) {
+    let (app, proxy) = spawn(ServingArgs::defaults(), true).await;
+    (app, proxy.expect("a proxy"))
+}
+
+async fn spawn(mut serving: ServingArgs, behind_proxy: bool) -> (TestApp, Option<DbProxy>) {
     let cache = tempfile::tempdir().unwrap();
     serving.cache_dir.get_or_insert_with(|| cache.path().to_owned());
     let test = fresh_database(10).await.expect("fresh database");
@@ -60,17 +76,32 @@ pub async fn spawn_app_with(mut serving: ServingArgs) -> TestApp {
         tokens::issue(&test.db, None, Role::Admin, "test-admin", None).await.unwrap().secret;
     let s3 = S3sServer::start();
     let store = S3Store::connect(s3.settings("kiln")).await.expect("connect to s3s-fs");
+    let (db, proxy) = match behind_proxy {
+        false => (test.db.clone(), None),
+        true => {
+            let proxy = DbProxy::start(db_addr(&test.url)).await;
+            let args = kiln_db::DbArgs::new(proxy.url_for(&test.url), 10);
+            assert_eq!(args.acquire_timeout_seconds, kiln_db::DEFAULT_ACQUIRE_TIMEOUT_SECONDS);
+            (kiln_db::connect(&args).await.expect("connect through the proxy"), Some(proxy))
+        }
+    };
     let state = AppState::new(
-        test.db.clone(),
+        db,
         Arc::new(store),
         Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
         serving,
     );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let app = Application::from_state(state, listener, Some(2)).unwrap();
+    let app = Application::from_state(state, listener, Some(2))
+        .unwrap()
+        .serve_metrics_on(TcpListener::bind("127.0.0.1:0").unwrap())
+        .unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
+    let metrics_base = format!("http://127.0.0.1:{}", app.metrics_port().unwrap());
     tokio::spawn(app.run_until_stopped());
-    TestApp { base, s3, test, admin, http: reqwest::Client::new(), _cache: cache }
+    let app =
+        TestApp { base, metrics_base, s3, test, admin, http: reqwest::Client::new(), _cache: cache };
+    (app, proxy)
 }
 
 impl TestApp {

@@ -26,7 +26,7 @@ fn bundles() -> &'static [Vec<u8>; 2] {
 }
 
 /// Iris rows as prediction instances (without the label).
-fn iris_rows() -> Vec<Map<String, Value>> {
+pub(crate) fn iris_rows() -> Vec<Map<String, Value>> {
     kiln_ml::testing::csv_instances(&example("iris.csv"), "species")
 }
 
@@ -79,7 +79,7 @@ impl TestApp {
         self.request(Method::PATCH, path, Some(token)).json(&body).send().await.unwrap()
     }
 
-    async fn predict(
+    pub(crate) async fn predict(
         &self,
         name: &str,
         token: &str,
@@ -93,6 +93,7 @@ impl TestApp {
         let text = self
             .http
             .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.admin)
             .send()
             .await
             .unwrap()
@@ -107,7 +108,7 @@ impl TestApp {
 }
 
 /// A team with model `iris` v1 (and v2) and `production` → v1.
-async fn setup(app: &TestApp) -> TestTeam {
+pub(crate) async fn setup(app: &TestApp) -> TestTeam {
     let team = app.team("alpha").await;
     assert_eq!(app.register(&team, "iris", 0).await, 1);
     assert_eq!(app.register(&team, "iris", 1).await, 2);
@@ -137,7 +138,7 @@ async fn drift(app: &TestApp, team: &TestTeam, name: &str, window: u32) -> Value
     app.get(&path, &team.viewer).await.json().await.unwrap()
 }
 
-async fn deploy(app: &TestApp, team: &TestTeam, body: Value) -> Value {
+pub(crate) async fn deploy(app: &TestApp, team: &TestTeam, body: Value) -> Value {
     let res = app.post("/v1/deployments", &team.maintainer, body).await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     res.json().await.unwrap()

@@ -12,7 +12,7 @@ use crate::client::Client;
 use crate::output::{self, opt};
 
 async fn connect(db: &DatabaseArg) -> anyhow::Result<kiln_db::Db> {
-    let args = kiln_db::DbArgs { database_url: db.database_url.clone(), max_connections: 2 };
+    let args = kiln_db::DbArgs::new(db.database_url.clone(), 2);
     Ok(kiln_db::connect(&args).await?)
 }
 

@@ -21,13 +21,13 @@ pub async fn run(
     let mut checks = Vec::new();
     match &args.database_url {
         Some(url) => {
-            let db_args = kiln_db::DbArgs { database_url: url.clone(), max_connections: 1 };
+            let db_args = kiln_db::DbArgs::new(url.clone(), 1);
             match kiln_db::connect(&db_args).await {
                 Ok(db) => {
                     checks.push(Check {
                         name: "postgres",
                         ok: true,
-                        detail: format!("connected to {}", kiln_db::redact_url(url)),
+                        detail: format!("connected to {}", kiln_db::redact_url(url.expose())),
                     });
                     match kiln_db::pending_migrations(&db).await {
                         Ok(p) if p.is_empty() => checks.push(Check {

@@ -12,7 +12,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url =
         std::env::args().nth(1).ok_or("usage: kiln-queue-test-claimer DATABASE_URL LEASE_SECS")?;
     let lease_secs: f64 = std::env::args().nth(2).ok_or("missing LEASE_SECS")?.parse()?;
-    let db = kiln_db::connect(&kiln_db::DbArgs { database_url: url, max_connections: 2 }).await?;
+    let db = kiln_db::connect(&kiln_db::DbArgs::new(url, 2)).await?;
     let config =
         QueueConfig { lease: Duration::from_secs_f64(lease_secs), ..QueueConfig::default() };
     let queue = Queue::new(&db, config);

@@ -4,7 +4,6 @@
 //! Shared by the integration tests and the overhead benchmark.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -365,73 +364,5 @@ pub fn long_iris_spec() -> Value {
 
 pub const LONG_EPOCHS: u32 = 300;
 
-/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones:
-/// a database outage as the worker sees it, without touching the shared server.
-#[derive(Debug)]
-pub struct DbProxy {
-    pub addr: SocketAddr,
-    up: tokio::sync::watch::Sender<bool>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl DbProxy {
-    pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = tokio::sync::watch::Sender::new(true);
-        let state = up.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !*state.borrow() {
-                    continue; // dropped at once: the client sees the connection close
-                }
-                let mut down = state.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = down.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Self { addr, up, accept }
-    }
-
-    /// Cuts every open connection and refuses new ones.
-    pub fn cut(&self) {
-        self.up.send_replace(false);
-    }
-
-    pub fn restore(&self) {
-        self.up.send_replace(true);
-    }
-
-    /// `url` (a postgres:// URL) with its host and port replaced by the proxy's.
-    pub fn url_for(&self, url: &str) -> String {
-        let (scheme, rest) = url.split_once("://").expect("a URL");
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let userinfo = authority.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
-        format!("{scheme}://{userinfo}{}/{path}", self.addr)
-    }
-}
-
-impl Drop for DbProxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
-/// The host and port of a postgres:// URL, resolved.
-pub fn db_addr(url: &str) -> SocketAddr {
-    use std::net::ToSocketAddrs;
-    let rest = url.split_once("://").expect("a URL").1;
-    let authority = rest.split('/').next().unwrap();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host_port =
-        if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
-    host_port.to_socket_addrs().expect("resolve").next().expect("an address")
-}
+/// The database proxy of the outage tests (shared with kiln-api's through kiln-db).
+pub use kiln_db::testing::{DbProxy, db_addr};
