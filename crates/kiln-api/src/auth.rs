@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use kiln_db::repo::{RepoError, audit};
 use kiln_db::repo::tokens::{self, Principal};
+use kiln_db::repo::{RepoError, audit};
 use kiln_types::{ErrorCode, Role};
 use uuid::Uuid;
 

@@ -257,7 +257,10 @@ mod tests {
 
     #[test]
     fn urls_are_redacted_for_logs() {
-        assert_eq!(redact_url("postgres://kiln:hunter2@db:5432/kiln"), "postgres://kiln:***@db:5432/kiln");
+        assert_eq!(
+            redact_url("postgres://kiln:hunter2@db:5432/kiln"),
+            "postgres://kiln:***@db:5432/kiln"
+        );
         assert_eq!(redact_url("postgres://kiln:p@ss@db/kiln"), "postgres://kiln:***@db/kiln");
         assert_eq!(redact_url("postgres://kiln@db/kiln"), "postgres://kiln@db/kiln");
         assert_eq!(

@@ -39,7 +39,8 @@ pub async fn fresh_database(max_connections: u32) -> Result<TestDatabase, DbErro
     let url = replace_database(&admin, &name);
     // A generous acquire timeout: test machines are loaded, and a test that wants the
     // production bound (an outage test) builds its own pool.
-    let args = DbArgs { acquire_timeout_seconds: 10.0, ..DbArgs::new(url.clone(), max_connections) };
+    let args =
+        DbArgs { acquire_timeout_seconds: 10.0, ..DbArgs::new(url.clone(), max_connections) };
     let db = connect(&args).await?;
     migrate(&db).await?;
     Ok(TestDatabase { name, url, db })
@@ -73,7 +74,8 @@ pub struct DbProxy {
 
 impl DbProxy {
     pub async fn start(upstream: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let listener =
+            tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = tokio::sync::watch::Sender::new(true);
         let state = up.clone();

@@ -52,10 +52,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         (status = 403, body = kiln_types::api::ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn metrics(
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     Ok(metrics_unauthenticated(state).await)
 }

@@ -99,8 +99,15 @@ async fn spawn(mut serving: ServingArgs, behind_proxy: bool) -> (TestApp, Option
     let base = format!("http://127.0.0.1:{}", app.port());
     let metrics_base = format!("http://127.0.0.1:{}", app.metrics_port().unwrap());
     tokio::spawn(app.run_until_stopped());
-    let app =
-        TestApp { base, metrics_base, s3, test, admin, http: reqwest::Client::new(), _cache: cache };
+    let app = TestApp {
+        base,
+        metrics_base,
+        s3,
+        test,
+        admin,
+        http: reqwest::Client::new(),
+        _cache: cache,
+    };
     (app, proxy)
 }
 
