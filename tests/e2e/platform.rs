@@ -49,6 +49,13 @@ impl Platform {
     /// Starts the platform with extra environment variables for `kiln-api` and for
     /// `kiln-worker` (OpenTelemetry settings, `KILN_WORKER_MAX_JOBS`…).
     pub async fn start_with(api_env: &[(&str, &str)], worker_env: &[(&str, &str)]) -> Self {
+        let mut platform = Self::start_api(api_env).await;
+        platform.spawn_worker("kiln-worker", worker_env);
+        platform
+    }
+
+    /// Starts PostgreSQL's database, s3s-fs and `kiln-api`, without a worker.
+    pub async fn start_api(api_env: &[(&str, &str)]) -> Self {
         let test = fresh_database(4).await.expect("database");
         let s3 = S3sServer::start();
         let dir = tempfile::tempdir().unwrap();
@@ -69,15 +76,20 @@ impl Platform {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let cache = platform.dir.path().join("worker-cache").to_string_lossy().into_owned();
+        platform
+    }
+
+    /// Starts a `kiln-worker` (its log is `{log}.log`) with `extra` on top of the test
+    /// settings; returns its process id.
+    pub fn spawn_worker(&mut self, log: &str, extra: &[(&str, &str)]) -> u32 {
+        let cache = self.dir.path().join("worker-cache").to_string_lossy().into_owned();
         let mut env = vec![
             ("KILN_WORKER_DEVICE", "cpu"),
             ("KILN_HEARTBEAT_SECONDS", "1"),
             ("KILN_WORKER_CACHE_DIR", cache.as_str()),
         ];
-        env.extend_from_slice(worker_env);
-        platform.spawn("kiln-worker", &env);
-        platform
+        env.extend_from_slice(extra);
+        self.spawn_as("kiln-worker", log, &env)
     }
 
     async fn ready(&self) -> bool {
@@ -86,7 +98,11 @@ impl Platform {
     }
 
     fn spawn(&mut self, name: &str, extra: &[(&str, &str)]) {
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        self.spawn_as(name, name, extra);
+    }
+
+    fn spawn_as(&mut self, name: &str, log: &str, extra: &[(&str, &str)]) -> u32 {
+        let log = std::fs::File::create(self.dir.path().join(format!("{log}.log"))).unwrap();
         let mut command = Command::new(binary(name));
         // OpenTelemetry is off unless a test turns it on: no collector of the machine's
         // environment receives a test's spans.
@@ -102,7 +118,10 @@ impl Platform {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        self.children.push(command.spawn().unwrap_or_else(|e| panic!("start {name}: {e}")));
+        let child = command.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
     }
 
     /// One child's log so far (`kiln-api` or `kiln-worker`).

@@ -3,7 +3,9 @@
 
 use std::sync::LazyLock;
 
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
@@ -28,7 +30,7 @@ use crate::routes::{
         admin::queue_stats, admin::workers, admin::artifacts_gc,
     ),
     components(schemas(kiln_types::api::ErrorBody, kiln_types::api::ErrorDetail, jobs::LogsPage)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -40,6 +42,79 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components
             .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The error answers every secured operation can give besides its own: each handler's
+/// annotation lists what is particular to it (409, a 422 it raises itself, ...), and this
+/// adds, with the `ErrorBody` schema, the ones that come from the shared machinery:
+/// - 400 (a malformed query string, a URL holding `%00`), 401 (no, unknown or revoked
+///   token), 403 (a role too low, an admin token on a team route), 503 (the database or the
+///   artifact store does not answer) on every one;
+/// - 404 on those with path parameters (a malformed id names nothing);
+/// - 413 (too large), 415 (wrong content type) and 422 (fields that do not validate) on
+///   those with a body, and 422 on those with query parameters (a `limit` out of range).
+struct CommonErrors;
+
+impl CommonErrors {
+    const ANSWERS: [(&'static str, &'static str); 8] = [
+        ("400", "Malformed request: bad query string, malformed JSON, or a URL holding %00"),
+        ("401", "No bearer token, or an unknown or revoked one"),
+        ("403", "The token's role does not allow this action (or an admin token on a team route)"),
+        ("404", "No such resource in the caller's team (another team's answers the same)"),
+        ("413", "The body is larger than this route accepts"),
+        ("415", "The body's content type is not one this route accepts"),
+        ("422", "Validation failed; `details.fields` names every offending field"),
+        ("503", "A dependency (the database, the artifact store) does not answer; retry later"),
+    ];
+
+    fn applies(code: &str, operation: &Operation) -> bool {
+        let params = operation.parameters.as_deref().unwrap_or_default();
+        let has_body = operation.request_body.is_some();
+        match code {
+            "404" => params.iter().any(|p| p.parameter_in == ParameterIn::Path),
+            "413" | "415" => has_body,
+            "422" => has_body || params.iter().any(|p| p.parameter_in == ParameterIn::Query),
+            _ => true,
+        }
+    }
+
+    fn response(description: &str) -> RefOr<Response> {
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build();
+        RefOr::T(ResponseBuilder::new().description(description).content("application/json", content).build())
+    }
+}
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.as_ref().is_none_or(|s| s.is_empty()) {
+                    continue; // public routes (health, metrics, the document itself)
+                }
+                for (code, description) in Self::ANSWERS {
+                    if Self::applies(code, operation) {
+                        operation
+                            .responses
+                            .responses
+                            .entry(code.to_owned())
+                            .or_insert_with(|| Self::response(description));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -223,6 +223,9 @@ pub enum DeploymentsCommand {
         /// How long a request waits for others to batch with, in ms.
         #[arg(long, default_value_t = 2)]
         max_wait_ms: u32,
+        /// Ignore instance fields the model does not take (by default they are refused).
+        #[arg(long)]
+        allow_extra_features: bool,
     },
     /// Split traffic between versions by weight (`1=90 2=10`); no pairs: everything to the
     /// alias or pinned version again.

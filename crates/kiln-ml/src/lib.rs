@@ -61,7 +61,8 @@ pub use error::{MlError, Result};
 pub use metrics::EpochMetrics;
 pub use model::Architecture;
 pub use prepare::{
-    ColumnEncoding, InputEncoding, InputProblem, Prepared, Preprocessor, TargetEncoding, prepare,
+    ColumnEncoding, ExtraFields, InputEncoding, InputProblem, Prepared, Preprocessor,
+    TargetEncoding, prepare,
 };
 pub use train::{
     NoObserver, StepProgress, StopReason, TrainObserver, TrainOptions, TrainOutcome, TrainedModel,

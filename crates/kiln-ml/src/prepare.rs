@@ -230,6 +230,30 @@ impl InputEncoding {
         first.map_or(Ok(()), Err)
     }
 
+    /// True when `name` is one of the fields a row is read from.
+    fn takes(&self, name: &str) -> bool {
+        match self {
+            InputEncoding::Columns { columns } => columns.iter().any(|c| c.name() == name),
+            InputEncoding::Tensor { field, .. } => field == name,
+        }
+    }
+
+    /// The fields a row is read from, for messages: `a, b, c` (the first 20, then a count).
+    fn describe_fields(&self) -> String {
+        const SHOWN: usize = 20;
+        let names: Vec<String> = match self {
+            InputEncoding::Columns { columns } => {
+                columns.iter().map(|c| format!("`{}`", c.name())).collect()
+            }
+            InputEncoding::Tensor { field, .. } => vec![format!("`{field}`")],
+        };
+        let mut text = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if names.len() > SHOWN {
+            text.push_str(&format!(" and {} more", names.len() - SHOWN));
+        }
+        text
+    }
+
     /// Encodes one JSON row, reporting every bad field (not only the first) to `bad`.
     fn encode_json_each(
         &self,
@@ -273,6 +297,16 @@ impl InputEncoding {
     }
 }
 
+/// What [`Preprocessor::encode_rows`] does with an instance's fields that the model does
+/// not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraFields {
+    /// Each one is a problem: a misspelt feature is reported, not silently dropped.
+    Refuse,
+    /// They are ignored.
+    Ignore,
+}
+
 /// One bad field of one instance, found by [`Preprocessor::encode_rows`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputProblem {
@@ -286,10 +320,12 @@ impl Preprocessor {
     /// Encodes raw JSON rows into one row-major feature matrix (`rows.len() * width`), the
     /// model's input, exactly as training encoded its rows. On bad input it answers every
     /// offending field of every instance (up to `max_problems`), so a client can fix a
-    /// request in one round trip. Fields the model does not use are ignored.
+    /// request in one round trip. Fields the model does not take are problems too, unless
+    /// `extra` is [`ExtraFields::Ignore`].
     pub fn encode_rows(
         &self,
         rows: &[Map<String, Value>],
+        extra: ExtraFields,
         max_problems: usize,
     ) -> std::result::Result<Vec<f32>, Vec<InputProblem>> {
         let width = self.input.width();
@@ -303,6 +339,20 @@ impl Preprocessor {
                     problems.push(InputProblem { index, field: field.to_owned(), message });
                 }
             });
+            if extra == ExtraFields::Refuse {
+                for field in row.keys().filter(|name| !self.input.takes(name)) {
+                    if problems.len() < max_problems {
+                        problems.push(InputProblem {
+                            index,
+                            field: field.clone(),
+                            message: format!(
+                                "is not an input of this model (it takes {})",
+                                self.input.describe_fields()
+                            ),
+                        });
+                    }
+                }
+            }
         }
         if problems.is_empty() { Ok(features) } else { Err(problems) }
     }

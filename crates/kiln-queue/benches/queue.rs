@@ -49,7 +49,7 @@ async fn drain(queue: &Queue, workers: usize) -> (usize, Duration) {
                 let claimer = Claimer { worker_id: Uuid::now_v7(), device: WorkerDevice::Cpu };
                 let mut done = 0;
                 while let Some(lease) = queue.claim(claimer).await.unwrap() {
-                    queue.complete(&lease, &json!({"ok": true}), "cpu").await.unwrap();
+                    queue.complete(&lease, &json!({"ok": true}), "cpu", None).await.unwrap();
                     done += 1;
                 }
                 done
@@ -198,7 +198,7 @@ async fn main() {
                         let n = lease.job.spec["n"].as_u64().unwrap();
                         let at = submitted.lock().unwrap().remove(&n).unwrap();
                         latencies.push(claimed - at);
-                        queue.complete(&lease, &json!({}), "cpu").await.unwrap();
+                        queue.complete(&lease, &json!({}), "cpu", None).await.unwrap();
                     }
                     None => {
                         waiter.wait().await;

@@ -527,7 +527,9 @@ impl Queue {
         fenced(done.rows_affected(), lease)
     }
 
-    /// Appends metric points to the job's run, only while the lease holds.
+    /// Writes metric points to the job's run, only while the lease holds. Idempotent: a
+    /// point for a (name, step) already written replaces it, so an attempt that resumed
+    /// from a checkpoint and re-runs its epochs leaves one point per epoch, the latest.
     pub async fn append_metrics(
         &self,
         lease: &Lease,
@@ -542,8 +544,11 @@ impl Queue {
         let done = sqlx::query(&format!(
             "WITH fence AS (SELECT id FROM jobs WHERE {FENCE}) \
              INSERT INTO metrics (run_id, name, step, value) \
-             SELECT fence.id, p.name, p.step, p.value \
-             FROM fence, unnest($3::text[], $4::bigint[], $5::float8[]) AS p(name, step, value)"
+             SELECT DISTINCT ON (p.name, p.step) fence.id, p.name, p.step, p.value \
+             FROM fence, unnest($3::text[], $4::bigint[], $5::float8[]) \
+                 WITH ORDINALITY AS p(name, step, value, n) \
+             ORDER BY p.name, p.step, p.n DESC \
+             ON CONFLICT (run_id, name, step) DO UPDATE SET value = excluded.value, ts = now()"
         ))
         .bind(lease.job.id)
         .bind(lease.epoch)
@@ -555,18 +560,21 @@ impl Queue {
         fenced(done.rows_affected(), lease)
     }
 
-    /// Marks the job succeeded with its result.
+    /// Marks the job succeeded with its result and its final progress (the position training
+    /// ended at, which the last heartbeat may predate; `None` keeps the last reported one).
     pub async fn complete(
         &self,
         lease: &Lease,
         result: &Value,
         ran_on_device: &str,
+        progress: Option<&Value>,
     ) -> Result<(), QueueError> {
         let done = sqlx::query(&sql::COMPLETE)
             .bind(lease.job.id)
             .bind(lease.epoch)
             .bind(result)
             .bind(ran_on_device)
+            .bind(progress)
             .execute(&self.pool)
             .await?;
         fenced(done.rows_affected(), lease)

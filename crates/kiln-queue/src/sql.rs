@@ -66,7 +66,7 @@ pub static COMPLETE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH done AS ( \
          UPDATE jobs SET state = 'succeeded', result = $3, ran_on_device = $4, \
-             error = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+             progress = coalesce($5, progress), error = NULL, lease_owner = NULL, lease_expires_at = NULL, \
              finished_at = now(), updated_at = now() \
          WHERE {FENCE} RETURNING id, lease_epoch) \
      UPDATE job_attempts a SET ended_at = now(), outcome = 'succeeded' \

@@ -1,5 +1,12 @@
 //! The `workers` table: each worker process registers itself, keeps a heartbeat there and
 //! says which job it runs, so operators can see the fleet (`kiln workers list`).
+//!
+//! A worker that stops cleanly records `stopped_at`. One that is killed (`kill -9`, its
+//! machine gone) cannot: it is *lost* once it has been silent for longer than its lease
+//! (recorded at registration), and the listing shows it stopped at its last heartbeat. This
+//! is decided when reading, by the database's clock, so it holds even when no worker is
+//! left alive to notice, and a frozen worker that wakes up and heartbeats again is live
+//! again.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,6 +23,8 @@ pub struct WorkerInfo {
     pub pid: i32,
     pub device: kiln_types::WorkerDevice,
     pub version: String,
+    /// How long its leases last: silent for longer, it is lost.
+    pub lease: std::time::Duration,
 }
 
 /// A worker as listed.
@@ -29,21 +38,27 @@ pub struct WorkerRow {
     pub started_at: DateTime<Utc>,
     pub last_heartbeat_at: DateTime<Utc>,
     pub current_job_id: Option<Uuid>,
+    /// When it stopped: its clean exit, or for a lost worker its last heartbeat.
     pub stopped_at: Option<DateTime<Utc>>,
+    /// Stopped without saying so: silent for longer than its lease.
+    pub lost: bool,
     /// Seconds since the last heartbeat, by the database's clock.
     pub heartbeat_age_seconds: f64,
 }
 
 pub(crate) async fn register(pool: &PgPool, info: &WorkerInfo) -> Result<(), QueueError> {
     sqlx::query(
-        "INSERT INTO workers (id, host, pid, device, version) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now(), stopped_at = NULL",
+        "INSERT INTO workers (id, host, pid, device, version, lease_seconds) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now(), stopped_at = NULL, \
+             lease_seconds = excluded.lease_seconds",
     )
     .bind(info.id)
     .bind(&info.host)
     .bind(info.pid)
     .bind(info.device.as_str())
     .bind(&info.version)
+    .bind(info.lease.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(())
@@ -70,12 +85,21 @@ pub(crate) async fn stopped(pool: &PgPool, id: Uuid) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Workers that have not stopped, or stopped within the last hour; newest first.
+/// Workers that have not stopped, or stopped (or were lost) within the last hour; newest
+/// first.
 pub(crate) async fn list(pool: &PgPool) -> Result<Vec<WorkerRow>, QueueError> {
     Ok(sqlx::query_as(
-        "SELECT id, host, pid, device, version, started_at, last_heartbeat_at, current_job_id, stopped_at, \
+        "WITH w AS ( \
+             SELECT *, stopped_at IS NULL \
+                       AND last_heartbeat_at < now() - make_interval(secs => lease_seconds) AS lost \
+             FROM workers) \
+         SELECT id, host, pid, device, version, started_at, last_heartbeat_at, \
+                CASE WHEN lost THEN NULL ELSE current_job_id END AS current_job_id, \
+                CASE WHEN lost THEN last_heartbeat_at ELSE stopped_at END AS stopped_at, lost, \
                 extract(epoch FROM now() - last_heartbeat_at)::float8 AS heartbeat_age_seconds \
-         FROM workers WHERE stopped_at IS NULL OR stopped_at > now() - interval '1 hour' \
+         FROM w \
+         WHERE coalesce(CASE WHEN lost THEN last_heartbeat_at ELSE stopped_at END, 'infinity') \
+               > now() - interval '1 hour' \
          ORDER BY started_at DESC",
     )
     .fetch_all(pool)

@@ -264,7 +264,12 @@ pub struct Worker {
     pub last_heartbeat_at: DateTime<Utc>,
     pub heartbeat_age_seconds: f64,
     pub current_job_id: Option<Uuid>,
+    /// When it stopped: its clean exit, or for a lost worker its last heartbeat.
     pub stopped_at: Option<DateTime<Utc>>,
+    /// Stopped without deregistering (killed, its machine gone): silent for longer than its
+    /// lease.
+    #[serde(default)]
+    pub lost: bool,
 }
 
 /// An uploaded dataset version.
@@ -402,6 +407,10 @@ pub struct CreateDeployment {
     pub version: Option<i32>,
     #[serde(default)]
     pub batching: Option<Batching>,
+    /// Ignore instance fields the model does not take (default false: such a field is
+    /// refused with 422 naming it, so a misspelt feature is not silently dropped).
+    #[serde(default)]
+    pub allow_extra_features: bool,
 }
 
 /// One version's share of a deployment's traffic.
@@ -422,6 +431,10 @@ pub struct PatchDeployment {
     pub traffic: Option<Vec<TrafficSplit>>,
     #[serde(default)]
     pub batching: Option<Batching>,
+    /// Change whether instance fields the model does not take are ignored (true) or
+    /// refused (false).
+    #[serde(default)]
+    pub allow_extra_features: Option<bool>,
 }
 
 /// A version loaded by the answering process.
@@ -454,6 +467,8 @@ pub struct Deployment {
     /// The effective split: the explicit one, or 100% to the alias's or pinned version.
     pub traffic: Vec<TrafficSplit>,
     pub batching: Batching,
+    /// Instance fields the model does not take are ignored (true) or refused with 422.
+    pub allow_extra_features: bool,
     pub versions_loaded: Vec<LoadedVersion>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -963,8 +963,10 @@ async fn finish(ctx: &JobCtx, trained: Result<(Trained, RunFacts), Failure>) -> 
             }
             summary.push_str(&format!("; model bundle {}", stored.key));
             ctx.log_now(info(summary)).await;
+            // Where training ended, which the last heartbeat may predate by up to a period.
+            let progress = ctx.control.progress();
             final_write(ctx, "complete", JobEnd::Succeeded, || {
-                ctx.queue.complete(&ctx.lease, &result, &device)
+                ctx.queue.complete(&ctx.lease, &result, &device, progress.as_ref())
             })
             .await
         }

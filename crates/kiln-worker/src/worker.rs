@@ -48,6 +48,7 @@ pub async fn run(settings: Settings, shutdown: Arc<Shutdown>) -> anyhow::Result<
         pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
         device,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        lease: settings.lease(),
     };
     queue.register_worker(&info).await.context("registering the worker")?;
     let mut waiter = queue.waiter().await.context("listening for new jobs")?;

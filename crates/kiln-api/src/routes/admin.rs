@@ -43,7 +43,8 @@ pub async fn queue_stats(
     }))
 }
 
-/// Workers: id, host, device, last heartbeat, current job.
+/// Workers: id, host, device, last heartbeat, current job. A worker silent for longer than
+/// its lease (killed) is listed `lost`, stopped at its last heartbeat.
 #[utoipa::path(get, path = "/v1/admin/workers", tag = "admin",
     responses((status = 200, body = Vec<Worker>), (status = 403, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
@@ -66,6 +67,7 @@ pub async fn workers(
                 heartbeat_age_seconds: w.heartbeat_age_seconds,
                 current_job_id: w.current_job_id,
                 stopped_at: w.stopped_at,
+                lost: w.lost,
             })
             .collect(),
     ))

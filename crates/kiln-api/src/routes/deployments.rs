@@ -11,6 +11,7 @@ use kiln_types::api::{
     CreateDeployment, Deployment, DriftReport, FeatureDriftReport, Page, PatchDeployment,
     PredictRequest, PredictResponse, Prediction, TrafficSplit,
 };
+use kiln_ml::ExtraFields;
 use kiln_types::{ErrorCode, Role};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,6 +46,7 @@ fn view(row: &deployments::Deployment, live: Option<&Live>) -> Deployment {
         error,
         traffic: traffic_of(row),
         batching: batching_of(row),
+        allow_extra_features: row.allow_extra_features,
         versions_loaded: live.map(Live::loaded).unwrap_or_default(),
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -162,6 +164,7 @@ pub async fn create(
             alias: body.alias.as_deref(),
             version_id: body.version.map(|_| version.id),
             batching: serde_json::to_value(batching).expect("batching serialises"),
+            allow_extra_features: body.allow_extra_features,
             created_by: Some(caller.token_id()),
         },
     )
@@ -175,7 +178,8 @@ pub async fn create(
             "deployment",
             &row.name,
             json!({"model": row.model, "alias": row.alias, "version": row.pinned_version,
-                   "serving_version": version.version, "batching": batching}),
+                   "serving_version": version.version, "batching": batching,
+                   "allow_extra_features": row.allow_extra_features}),
         )
         .await?;
     let live = state.serving.live(row.id);
@@ -230,9 +234,9 @@ pub async fn patch(
     path: web::Path<String>,
     body: web::Json<PatchDeployment>,
 ) -> Result<web::Json<Deployment>, ApiError> {
-    caller.require(Role::Maintainer)?;
     let team = caller.team()?;
     let row = team_deployment(&state, team, &path).await?;
+    caller.require(Role::Maintainer)?;
     let body = body.into_inner();
     let mut problems = Vec::new();
     if let Some(traffic) = &body.traffic {
@@ -241,8 +245,11 @@ pub async fn patch(
     if let Some(batching) = &body.batching {
         problems.extend(batching.problems());
     }
-    if body.traffic.is_none() && body.batching.is_none() {
-        problems.push(("traffic".to_owned(), "give `traffic`, `batching` or both".to_owned()));
+    if body.traffic.is_none() && body.batching.is_none() && body.allow_extra_features.is_none() {
+        problems.push((
+            "traffic".to_owned(),
+            "give at least one of `traffic`, `batching` and `allow_extra_features`".to_owned(),
+        ));
     }
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
@@ -261,12 +268,18 @@ pub async fn patch(
             .await?;
         }
     }
-    let before = (traffic_of(&row), batching_of(&row));
+    let before = (traffic_of(&row), batching_of(&row), row.allow_extra_features);
     let updated = deployments::update(
         &state.db,
         row.id,
-        body.traffic.as_ref().map(|t| serde_json::to_value(t).expect("traffic serialises")),
-        body.batching.map(|b| serde_json::to_value(b).expect("batching serialises")),
+        deployments::DeploymentChange {
+            traffic: body
+                .traffic
+                .as_ref()
+                .map(|t| serde_json::to_value(t).expect("traffic serialises")),
+            batching: body.batching.map(|b| serde_json::to_value(b).expect("batching serialises")),
+            allow_extra_features: body.allow_extra_features,
+        },
     )
     .await?;
     sync(&state).await;
@@ -278,7 +291,9 @@ pub async fn patch(
             "deployment",
             &updated.name,
             json!({"traffic": traffic_of(&updated), "previous_traffic": before.0,
-                   "batching": batching_of(&updated), "previous_batching": before.1}),
+                   "batching": batching_of(&updated), "previous_batching": before.1,
+                   "allow_extra_features": updated.allow_extra_features,
+                   "previous_allow_extra_features": before.2}),
         )
         .await?;
     Ok(web::Json(view(&updated, state.serving.live(updated.id).as_deref())))
@@ -320,9 +335,9 @@ pub async fn delete(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Maintainer)?;
     let team = caller.team()?;
     let row = team_deployment(&state, team, &path).await?;
+    caller.require(Role::Maintainer)?;
     deployments::delete(&state.db, row.id).await?;
     sync(&state).await;
     caller
@@ -352,19 +367,21 @@ pub async fn predict(
     path: web::Path<String>,
     body: web::Json<PredictRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Member)?;
     let team = caller.team()?;
     let live = match state.serving.find(team, &path) {
         Some(live) => live,
         // Created through another replica since the last sync?
         None => {
             let row = team_deployment(&state, team, &path).await?;
+            caller.require(Role::Member)?;
             sync(&state).await;
             state.serving.live(row.id).ok_or_else(|| {
                 ApiError::unavailable("the deployment", "not loaded yet in this process")
             })?
         }
     };
+    // After the lookup: another team's deployment answers 404 whatever the caller's role.
+    caller.require(Role::Member)?;
     let started = Instant::now();
     let routing = live.routing();
     let engine = routing.pick().ok_or_else(|| {
@@ -381,8 +398,13 @@ pub async fn predict(
             format!("must hold 1 to {max} instances, got {}", instances.len()),
         )]));
     }
+    let extra = if live.row.allow_extra_features {
+        ExtraFields::Ignore
+    } else {
+        ExtraFields::Refuse
+    };
     let features =
-        engine.preprocessing.encode_rows(&instances, MAX_PROBLEMS).map_err(|problems| {
+        engine.preprocessing.encode_rows(&instances, extra, MAX_PROBLEMS).map_err(|problems| {
             metrics.invalid.inc();
             ApiError::validation(
                 problems

@@ -112,8 +112,9 @@ pub async fn cancel(
     caller: Caller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Member)?;
+    // The lookup first: another team's job answers 404 whatever the caller's role.
     let job = state.queue.get_for_team(caller.team()?, path.into_inner()).await?;
+    caller.require(Role::Member)?;
     match state.queue.cancel(job.id).await? {
         CancelOutcome::Cancelled | CancelOutcome::Requested => {}
         CancelOutcome::AlreadyFinished(s) => {
@@ -136,8 +137,9 @@ pub async fn retry(
     caller: Caller,
     path: web::Path<Uuid>,
 ) -> Result<web::Json<api::Job>, ApiError> {
-    caller.require(Role::Member)?;
+    // The lookup first: another team's job answers 404 whatever the caller's role.
     let job = state.queue.get_for_team(caller.team()?, path.into_inner()).await?;
+    caller.require(Role::Member)?;
     Ok(web::Json(job_view(state.queue.retry(job.id).await?)))
 }
 

@@ -161,13 +161,14 @@ pub async fn set_alias(
     path: web::Path<(String, String)>,
     body: web::Json<SetAlias>,
 ) -> Result<web::Json<Alias>, ApiError> {
-    caller.require(Role::Maintainer)?;
     let team = caller.team()?;
     let (name, alias) = path.into_inner();
+    // The lookup first: another team's model answers 404 whatever the caller's role.
+    let model = team_model(&state, team, &name).await?;
+    caller.require(Role::Maintainer)?;
     if let Some(problem) = models::name_problem(&alias, 64) {
         return Err(ApiError::validation([("alias".to_owned(), problem)]));
     }
-    let model = team_model(&state, team, &name).await?;
     let version = models::version(&state.db, model.id, body.version).await?.ok_or_else(|| {
         ApiError::validation([(
             "version".to_owned(),

@@ -92,8 +92,9 @@ pub async fn log_metrics(
     path: web::Path<Uuid>,
     body: web::Json<LogMetrics>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Member)?;
+    // The lookup first: another team's run answers 404 whatever the caller's role.
     let run = team_run(&state, &caller, path.into_inner()).await?;
+    caller.require(Role::Member)?;
     let points = &body.points;
     let mut problems = Vec::new();
     if points.is_empty() || points.len() > MAX_POINTS_PER_CALL {
@@ -157,8 +158,9 @@ pub async fn finish(
     path: web::Path<Uuid>,
     body: web::Json<FinishRun>,
 ) -> Result<web::Json<Run>, ApiError> {
-    caller.require(Role::Member)?;
+    // The lookup first: another team's run answers 404 whatever the caller's role.
     let run = team_run(&state, &caller, path.into_inner()).await?;
+    caller.require(Role::Member)?;
     if !matches!(body.status.as_str(), "succeeded" | "failed") {
         return Err(ApiError::validation([(
             "status".to_owned(),

@@ -4,6 +4,7 @@
 mod auth;
 mod datasets;
 mod errors;
+mod isolation;
 mod jobs;
 mod openapi;
 mod outage;

@@ -113,3 +113,35 @@ async fn runs_are_isolated_between_teams_and_viewers_cannot_write() {
     let listed: Value = app.get("/v1/runs", &b.viewer).await.json().await.unwrap();
     assert_eq!(listed["items"], json!([]));
 }
+
+#[tokio::test]
+async fn duplicate_metric_points_a_resent_step_is_stored_once_with_the_latest_value() {
+    let app = spawn_app().await;
+    let team = app.team("alpha").await;
+    let run: Value =
+        app.post("/v1/runs", &team.member, json!({"name": "r"})).await.json().await.unwrap();
+    let path = format!("/v1/runs/{}/metrics", run["id"].as_str().unwrap());
+    let points: Vec<Value> =
+        (0..5).map(|s| json!({"name": "loss", "step": s, "value": s as f64})).collect();
+    let batch = json!({ "points": points });
+    // The same call twice (a client retrying after a lost answer), then steps 3 and 4 again
+    // with new values (training resumed from a checkpoint at step 3), and within one call a
+    // step given twice: the last one wins.
+    for body in [
+        batch.clone(),
+        batch,
+        json!({"points": [
+            {"name": "loss", "step": 3, "value": 30.0},
+            {"name": "loss", "step": 4, "value": 40.0},
+            {"name": "loss", "step": 4, "value": 41.0},
+        ]}),
+    ] {
+        assert_eq!(app.post(&path, &team.member, body).await.status(), 202);
+    }
+    let series: Value = app.get(&path, &team.viewer).await.json().await.unwrap();
+    assert_eq!(
+        series["series"]["loss"],
+        json!([[0, 0.0], [1, 1.0], [2, 2.0], [3, 30.0], [4, 41.0]]),
+        "one point per step, the latest"
+    );
+}

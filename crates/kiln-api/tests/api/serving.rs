@@ -33,7 +33,7 @@ pub(crate) fn iris_rows() -> Vec<Map<String, Value>> {
 impl TestApp {
     /// Registers bundle `which` as the next version of `model` (via a real job of the team)
     /// and returns its number.
-    async fn register(&self, team: &TestTeam, model: &str, which: usize) -> i32 {
+    pub(crate) async fn register(&self, team: &TestTeam, model: &str, which: usize) -> i32 {
         let dataset = self.upload(&team.member, "iris", "text/csv", example("iris.csv")).await;
         let job: Value = self
             .post(
@@ -71,11 +71,11 @@ impl TestApp {
         version.version
     }
 
-    async fn put(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+    pub(crate) async fn put(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
         self.request(Method::PUT, path, Some(token)).json(&body).send().await.unwrap()
     }
 
-    async fn patch(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+    pub(crate) async fn patch(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
         self.request(Method::PATCH, path, Some(token)).json(&body).send().await.unwrap()
     }
 
@@ -646,4 +646,62 @@ async fn a_serving_only_replica_serves_the_same_registry() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(version, 2);
+}
+
+#[tokio::test]
+async fn an_extra_feature_in_a_predict_instance_is_refused_unless_the_deployment_allows_extras() {
+    let app = spawn_app().await;
+    let team = setup(&app).await;
+    let strict = deploy(&app, &team, json!({"name": "strict", "model": "iris", "version": 1})).await;
+    assert_eq!(strict["allow_extra_features"], false);
+    let mut rows = iris_rows()[..2].to_vec();
+    rows[1].insert("sepal_lenght".to_owned(), json!(5.0)); // a misspelt feature
+    rows[1].insert("colour".to_owned(), json!("blue"));
+    let err =
+        assert_error(app.predict("strict", &team.member, &rows).await, 422, "validation_failed")
+            .await;
+    let fields = err["error"]["details"]["fields"].as_object().unwrap();
+    assert_eq!(fields.len(), 2, "{err}");
+    for field in ["instances[1].sepal_lenght", "instances[1].colour"] {
+        let message = fields[field].as_str().unwrap_or_default();
+        assert!(message.contains("not an input of this model"), "{field}: {err}");
+        assert!(message.contains("`sepal_length`"), "names what the model takes: {err}");
+    }
+
+    // A deployment created to allow extras ignores them and answers what the clean rows get.
+    let lenient = deploy(
+        &app,
+        &team,
+        json!({"name": "lenient", "model": "iris", "version": 1, "allow_extra_features": true}),
+    )
+    .await;
+    assert_eq!(lenient["allow_extra_features"], true);
+    let res = app.predict("lenient", &team.member, &rows).await;
+    assert_eq!(res.status(), 200);
+    let with_extras: Value = res.json().await.unwrap();
+    let clean: Value = app
+        .predict("strict", &team.member, &iris_rows()[..2])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(with_extras["predictions"], clean["predictions"]);
+
+    // PATCH turns it off again (and on): the next request sees it.
+    let res = app
+        .patch("/v1/deployments/lenient", &team.maintainer, json!({"allow_extra_features": false}))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["allow_extra_features"], false);
+    assert_error(app.predict("lenient", &team.member, &rows).await, 422, "validation_failed").await;
+    let shown: Value =
+        app.get("/v1/deployments/lenient", &team.viewer).await.json().await.unwrap();
+    assert_eq!(shown["allow_extra_features"], false);
+    assert_error(
+        app.patch("/v1/deployments/lenient", &team.maintainer, json!({"allow_extra_features": 1}))
+            .await,
+        422,
+        "validation_failed",
+    )
+    .await;
 }

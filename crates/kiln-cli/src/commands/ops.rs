@@ -66,7 +66,13 @@ pub async fn workers(
                 w.device.clone(),
                 format!("{:.0} s ago", w.heartbeat_age_seconds),
                 opt(w.current_job_id),
-                if w.stopped_at.is_some() { "stopped".to_owned() } else { "live".to_owned() },
+                if w.lost {
+                    "lost".to_owned()
+                } else if w.stopped_at.is_some() {
+                    "stopped".to_owned()
+                } else {
+                    "live".to_owned()
+                },
             ]
         })
         .collect();

@@ -69,6 +69,7 @@ pub async fn deployments(
             model_version,
             max_batch_size,
             max_wait_ms,
+            allow_extra_features,
         } => {
             let body = CreateDeployment {
                 name,
@@ -76,12 +77,17 @@ pub async fn deployments(
                 alias,
                 version: model_version,
                 batching: Some(Batching { max_batch_size, max_wait_ms }),
+                allow_extra_features,
             };
             let d: Deployment = client.post("/v1/deployments", &body).await?;
             output::print(format, &d, &HEADERS, vec![row(&d)]);
         }
         DeploymentsCommand::Traffic { name, splits } => {
-            let body = PatchDeployment { traffic: Some(parse_splits(&splits)?), batching: None };
+            let body = PatchDeployment {
+                traffic: Some(parse_splits(&splits)?),
+                batching: None,
+                allow_extra_features: None,
+            };
             let req =
                 client.request(Method::PATCH, &format!("/v1/deployments/{name}"))?.json(&body);
             let d: Deployment = client.send(req).await?;

@@ -17,6 +17,8 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary")]
     pub traffic: Json,
     pub state: String,
+    /// m0003: instances may carry fields the model does not take (ignored); otherwise 422.
+    pub allow_extra_features: bool,
     pub created_by: Option<Uuid>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

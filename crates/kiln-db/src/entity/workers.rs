@@ -15,6 +15,9 @@ pub struct Model {
     pub last_heartbeat_at: DateTimeUtc,
     pub current_job_id: Option<Uuid>,
     pub stopped_at: Option<DateTimeUtc>,
+    /// m0003: how long its leases last; silent for longer, the worker is lost.
+    #[sea_orm(column_type = "Double")]
+    pub lease_seconds: f64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

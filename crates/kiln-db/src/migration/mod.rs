@@ -20,6 +20,10 @@ impl MigratorTrait for Migrator {
                 name: "m0002_serving",
                 sql: include_str!("m0002_serving.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0003_integrity",
+                sql: include_str!("m0003_integrity.sql"),
+            }),
         ]
     }
 }

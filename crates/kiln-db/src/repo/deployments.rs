@@ -31,6 +31,9 @@ pub struct Deployment {
     pub batching: Value,
     /// `[{"version", "weight"}]`; empty: everything to the alias's or pinned version.
     pub traffic: Value,
+    /// Instances may carry fields the model does not take (they are ignored); otherwise
+    /// such a field is refused (422).
+    pub allow_extra_features: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -44,7 +47,7 @@ impl Deployment {
 
 const SELECT: &str = "SELECT d.id, d.team_id, t.name AS team_name, d.name, d.model_id, \
         m.name AS model, d.alias, pv.version AS pinned_version, av.version AS alias_version, \
-        d.batching, d.traffic, d.created_at, d.updated_at \
+        d.batching, d.traffic, d.allow_extra_features, d.created_at, d.updated_at \
     FROM deployments d \
     JOIN teams t ON t.id = d.team_id \
     JOIN models m ON m.id = d.model_id \
@@ -78,6 +81,7 @@ pub struct NewDeployment<'a> {
     pub alias: Option<&'a str>,
     pub version_id: Option<Uuid>,
     pub batching: Value,
+    pub allow_extra_features: bool,
     pub created_by: Option<Uuid>,
 }
 
@@ -88,8 +92,9 @@ pub async fn create(
     let id = Uuid::now_v7();
     db.execute(Statement::from_sql_and_values(
         db.get_database_backend(),
-        "INSERT INTO deployments (id, team_id, name, model_id, alias, version_id, batching, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO deployments (id, team_id, name, model_id, alias, version_id, batching, \
+             created_by, allow_extra_features) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         [
             id.into(),
             new.team_id.into(),
@@ -99,6 +104,7 @@ pub async fn create(
             new.version_id.into(),
             new.batching.into(),
             new.created_by.into(),
+            new.allow_extra_features.into(),
         ],
     ))
     .await
@@ -162,18 +168,31 @@ pub async fn all(db: &impl ConnectionTrait) -> Result<Vec<Deployment>, RepoError
     .await?)
 }
 
-/// Changes the traffic split and/or batching; `None` leaves a field as it is.
+/// What a PATCH changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentChange {
+    pub traffic: Option<Value>,
+    pub batching: Option<Value>,
+    pub allow_extra_features: Option<bool>,
+}
+
+/// Changes the traffic split, batching and/or the extra-features rule.
 pub async fn update(
     db: &impl ConnectionTrait,
     id: Uuid,
-    traffic: Option<Value>,
-    batching: Option<Value>,
+    change: DeploymentChange,
 ) -> Result<Deployment, RepoError> {
     db.execute(Statement::from_sql_and_values(
         db.get_database_backend(),
         "UPDATE deployments SET traffic = coalesce($2, traffic), batching = coalesce($3, batching), \
-             updated_at = now() WHERE id = $1",
-        [id.into(), traffic.into(), batching.into()],
+             allow_extra_features = coalesce($4, allow_extra_features), updated_at = now() \
+         WHERE id = $1",
+        [
+            id.into(),
+            change.traffic.into(),
+            change.batching.into(),
+            change.allow_extra_features.into(),
+        ],
     ))
     .await?;
     by_id(db, id).await?.ok_or(RepoError::NotFound { resource: "deployment" })

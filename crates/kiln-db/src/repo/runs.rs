@@ -123,7 +123,10 @@ pub async fn finish(db: &impl ConnectionTrait, id: Uuid, status: &str) -> Result
     Ok(done.rows_affected == 1)
 }
 
-/// Appends points in one statement (`unnest` of parallel arrays): the ingest hot path.
+/// Writes points in one statement (`unnest` of parallel arrays): the ingest hot path.
+/// A series holds one point per step: a point for a step already written replaces it (the
+/// same call sent twice leaves one copy), and within one call the last point of a
+/// (name, step) wins.
 pub async fn append_metrics(
     db: &DatabaseConnection,
     run_id: Uuid,
@@ -138,8 +141,11 @@ pub async fn append_metrics(
     let ts: Vec<Option<DateTime<Utc>>> = points.iter().map(|p| p.ts).collect();
     sqlx::query(
         "INSERT INTO metrics (run_id, name, step, value, ts) \
-         SELECT $1, p.name, p.step, p.value, coalesce(p.ts, now()) \
-         FROM unnest($2::text[], $3::bigint[], $4::float8[], $5::timestamptz[]) AS p(name, step, value, ts)",
+         SELECT DISTINCT ON (p.name, p.step) $1, p.name, p.step, p.value, coalesce(p.ts, now()) \
+         FROM unnest($2::text[], $3::bigint[], $4::float8[], $5::timestamptz[]) \
+             WITH ORDINALITY AS p(name, step, value, ts, n) \
+         ORDER BY p.name, p.step, p.n DESC \
+         ON CONFLICT (run_id, name, step) DO UPDATE SET value = excluded.value, ts = excluded.ts",
     )
     .bind(run_id)
     .bind(&names)
@@ -162,7 +168,7 @@ pub async fn series(
         .query_all(Statement::from_sql_and_values(
             db.get_database_backend(),
             "SELECT name, step, value FROM metrics WHERE run_id = $1 AND ($2::text IS NULL OR name = $2) \
-             ORDER BY name, step, ts",
+             ORDER BY name, step",
             [run_id.into(), name.map(str::to_owned).into()],
         ))
         .await?;

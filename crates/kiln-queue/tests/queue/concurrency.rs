@@ -28,7 +28,7 @@ async fn two_thousand_jobs_eight_claimers_each_completed_exactly_once() {
             let claimer = cpu();
             while let Some(lease) = queue.claim(claimer).await.unwrap() {
                 queue.heartbeat(&lease, Some(&json!({"epoch": 1}))).await.unwrap();
-                queue.complete(&lease, &json!({"ok": true}), "cpu").await.unwrap();
+                queue.complete(&lease, &json!({"ok": true}), "cpu", None).await.unwrap();
                 *completions.lock().unwrap().entry(lease.job_id()).or_default() += 1;
             }
         }));

@@ -45,7 +45,7 @@ async fn expired_lease_is_fenced_out_after_takeover() {
             .append_metrics(&a, &[MetricPoint { name: "train_loss".into(), step: 9, value: 1.0 }])
             .await
     ));
-    assert!(lost(h.queue.complete(&a, &json!({"by": "A"}), "cpu").await));
+    assert!(lost(h.queue.complete(&a, &json!({"by": "A"}), "cpu", None).await));
     assert!(lost(h.queue.fail(&a, "A failed", true).await));
     assert!(lost(h.queue.release(&a).await));
     assert!(lost(h.queue.cancelled(&a).await));
@@ -53,7 +53,7 @@ async fn expired_lease_is_fenced_out_after_takeover() {
     // B's writes land, and B's result is the job's result.
     h.queue.checkpoint(&b, "ckpt/b", 3).await.unwrap();
     h.queue.append_logs(&b, &[LogLine { level: "info", message: "B".into() }]).await.unwrap();
-    h.queue.complete(&b, &json!({"by": "B"}), "cpu").await.unwrap();
+    h.queue.complete(&b, &json!({"by": "B"}), "cpu", None).await.unwrap();
     let job = h.queue.get(job_id).await.unwrap();
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(job.result, Some(json!({"by": "B"})));

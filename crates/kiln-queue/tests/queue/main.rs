@@ -9,6 +9,7 @@ mod enqueue;
 mod fencing;
 mod retry;
 mod wakeup;
+mod workers;
 
 use std::time::Duration;
 

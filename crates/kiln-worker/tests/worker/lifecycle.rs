@@ -136,3 +136,24 @@ async fn time_based_checkpoints_leave_the_result_unchanged() {
     let metrics = |job: &kiln_queue::Job| job.result.as_ref().unwrap()["metrics"].clone();
     assert_eq!(metrics(&timed), metrics(&plain));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_progress_a_succeeded_job_shows_its_last_epoch_not_its_last_heartbeat() {
+    let bench = Bench::new(StoreKind::Local).await;
+    let iris = bench.upload(&data_file("iris.csv"), "csv").await;
+    let epochs = 12;
+    let id = bench.submit(&iris, iris_spec(epochs, 16)).await;
+    // Heartbeats 5 s apart: training ends between two of them, so only the final write can
+    // say where it ended.
+    let mut worker = bench.spawn_worker(
+        "worker",
+        &[("KILN_WORKER_MAX_JOBS", "1"), ("KILN_HEARTBEAT_SECONDS", "5")],
+    );
+    let job = bench.wait_for(id, "the job to succeed", |j| j.state.is_terminal()).await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", bench.logs());
+    let progress = job.progress.expect("the completion records the final progress");
+    assert_eq!(progress["epoch"], json!(epochs), "{progress}");
+    assert_eq!(progress["epochs"], json!(epochs), "{progress}");
+    assert_eq!(progress["step"], progress["steps"], "the last step of the last epoch: {progress}");
+    assert!(worker.wait_exit().await.success(), "{}", worker.log());
+}
