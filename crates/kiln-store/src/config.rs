@@ -152,7 +152,9 @@ fn default_local_dir() -> Result<PathBuf> {
 pub async fn open(args: &StoreArgs) -> Result<Arc<dyn ArtifactStore>> {
     match args.location()? {
         StoreLocation::Local(dir) => Ok(Arc::new(
-            LocalStore::open(dir).await?.with_min_free(args.store_min_free_mib.saturating_mul(1 << 20)),
+            LocalStore::open(dir)
+                .await?
+                .with_min_free(args.store_min_free_mib.saturating_mul(1 << 20)),
         )),
         StoreLocation::S3(S3Location { bucket, prefix }) => {
             let mut settings = S3Settings::new(bucket, prefix);

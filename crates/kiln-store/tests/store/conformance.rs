@@ -128,15 +128,19 @@ async fn put_verified_checks_the_digest(backend: &Backend) {
         let wrong_key = Key::blob(&team("acme"), &wrong);
         assert_eq!(store.head(&wrong_key).await.unwrap_err().kind(), ErrorKind::NotFound);
 
-        let info =
-            store
-                .put_verified(&team("acme"), &right, size, &mut Generated::new(5, size))
-                .await
-                .unwrap();
+        let info = store
+            .put_verified(&team("acme"), &right, size, &mut Generated::new(5, size))
+            .await
+            .unwrap();
         assert_eq!(info.key, Key::blob(&team("acme"), &right));
         // Stored already: the reader is not even read (this one would fail at once).
         let again = store
-            .put_verified(&team("acme"), &right, size, &mut Generated::new(5, size).failing_after(0))
+            .put_verified(
+                &team("acme"),
+                &right,
+                size,
+                &mut Generated::new(5, size).failing_after(0),
+            )
             .await
             .expect("skips the upload");
         assert_eq!(again, info);
