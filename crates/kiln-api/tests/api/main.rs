@@ -8,6 +8,7 @@ mod jobs;
 mod openapi;
 mod runs;
 mod serving;
+mod store_faults;
 mod teams;
 
 use std::net::TcpListener;
@@ -52,18 +53,31 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// A server with its own serving settings (a private bundle cache unless one is given).
-pub async fn spawn_app_with(mut serving: ServingArgs) -> TestApp {
+pub async fn spawn_app_with(serving: ServingArgs) -> TestApp {
+    spawn_app_on(serving, None, 1024 * 1024).await
+}
+
+/// A server storing artifacts in `store` instead of its s3s-fs (which still runs), taking
+/// uploads up to `upload_bytes`.
+pub async fn spawn_app_on(
+    mut serving: ServingArgs,
+    store: Option<Arc<dyn kiln_store::ArtifactStore>>,
+    upload_bytes: u64,
+) -> TestApp {
     let cache = tempfile::tempdir().unwrap();
     serving.cache_dir.get_or_insert_with(|| cache.path().to_owned());
     let test = fresh_database(10).await.expect("fresh database");
     let admin =
         tokens::issue(&test.db, None, Role::Admin, "test-admin", None).await.unwrap().secret;
     let s3 = S3sServer::start();
-    let store = S3Store::connect(s3.settings("kiln")).await.expect("connect to s3s-fs");
+    let store = match store {
+        Some(store) => store,
+        None => Arc::new(S3Store::connect(s3.settings("kiln")).await.expect("connect to s3s-fs")),
+    };
     let state = AppState::new(
         test.db.clone(),
-        Arc::new(store),
-        Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
+        store,
+        Limits { json_bytes: 1024 * 1024, upload_bytes },
         serving,
     );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
