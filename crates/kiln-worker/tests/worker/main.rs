@@ -11,5 +11,6 @@ mod failures;
 mod fleet;
 mod lifecycle;
 mod outage;
+mod store_faults;
 mod store_outage;
 pub mod support;
