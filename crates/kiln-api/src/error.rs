@@ -146,10 +146,36 @@ impl From<RepoError> for ApiError {
 impl From<kiln_store::StoreError> for ApiError {
     fn from(err: kiln_store::StoreError) -> Self {
         use kiln_store::ErrorKind;
+        // The store's message names keys and files: logged, never sent. What is sent is the
+        // kind and the OS's own reason, which names no path.
+        let reason = err.os_reason().map(|r| format!(" ({r})")).unwrap_or_default();
+        let details = json!({"store_error": err.kind().to_string(), "os_error": err.os_reason()});
+        let with = |code: ErrorCode, message: String, err: kiln_store::StoreError| ApiError {
+            cause: Some(Box::new(err)),
+            details: details.clone(),
+            ..ApiError::new(code, message)
+        };
         match err.kind() {
             ErrorKind::NotFound => ApiError::not_found("artifact"),
             ErrorKind::Unavailable => ApiError::unavailable("the artifact store", err),
-            ErrorKind::Integrity => ApiError::internal(err),
+            ErrorKind::NoSpace => with(
+                ErrorCode::InsufficientStorage,
+                format!("the artifact store has no space left{reason}; nothing was stored"),
+                err,
+            ),
+            ErrorKind::ReadOnly => ApiError {
+                retry_after: Some(30),
+                ..with(
+                    ErrorCode::Unavailable,
+                    format!("the artifact store is read-only{reason}; nothing was stored"),
+                    err,
+                )
+            },
+            ErrorKind::Io | ErrorKind::Unauthorized if !reason.is_empty() => with(
+                ErrorCode::Internal,
+                format!("the artifact store failed{reason}; the server logged the details"),
+                err,
+            ),
             _ => ApiError::internal(err),
         }
     }

@@ -43,10 +43,16 @@ pub struct StoreArgs {
     /// ranges in flight x range size, plus 12 MiB
     #[arg(long = "s3-ranges-in-flight", env = "KILN_S3_RANGES_IN_FLIGHT", default_value_t = DEFAULT_RANGES_IN_FLIGHT)]
     pub s3_ranges_in_flight: usize,
+
+    /// A local (`file://`) store with less free space than this, in MiB, is not ready
+    /// (`/readyz` answers 503); 0 turns the check off
+    #[arg(long = "store-min-free-mib", env = "KILN_STORE_MIN_FREE_MIB", default_value_t = DEFAULT_MIN_FREE_MIB)]
+    pub store_min_free_mib: u64,
 }
 
 const DEFAULT_RANGE_MIB: usize = 2;
 const DEFAULT_RANGES_IN_FLIGHT: usize = 24;
+const DEFAULT_MIN_FREE_MIB: u64 = 100;
 
 impl Default for StoreArgs {
     fn default() -> Self {
@@ -57,6 +63,7 @@ impl Default for StoreArgs {
             s3_parts_in_flight: 4,
             s3_range_size_mib: DEFAULT_RANGE_MIB,
             s3_ranges_in_flight: DEFAULT_RANGES_IN_FLIGHT,
+            store_min_free_mib: DEFAULT_MIN_FREE_MIB,
         }
     }
 }
@@ -144,7 +151,11 @@ fn default_local_dir() -> Result<PathBuf> {
 /// Opens the configured store: S3 through the SDK's default chain, or the local directory.
 pub async fn open(args: &StoreArgs) -> Result<Arc<dyn ArtifactStore>> {
     match args.location()? {
-        StoreLocation::Local(dir) => Ok(Arc::new(LocalStore::open(dir).await?)),
+        StoreLocation::Local(dir) => Ok(Arc::new(
+            LocalStore::open(dir)
+                .await?
+                .with_min_free(args.store_min_free_mib.saturating_mul(1 << 20)),
+        )),
         StoreLocation::S3(S3Location { bucket, prefix }) => {
             let mut settings = S3Settings::new(bucket, prefix);
             settings.force_path_style = args.s3_force_path_style;

@@ -30,7 +30,12 @@ pub enum ErrorKind {
     InvalidConfig,
     /// The caller's reader failed while we were uploading from it.
     Source,
-    /// A local I/O failure that is none of the above (disk full, permissions).
+    /// The store's file system (or quota) has no room left: `ENOSPC`, `EDQUOT`. Nothing
+    /// was stored; writing may work again once space is freed.
+    NoSpace,
+    /// The store's file system refuses writes (`EROFS`: mounted or remounted read-only).
+    ReadOnly,
+    /// A local I/O failure that is none of the above.
     Io,
     /// A permanent error from the backend that none of the other kinds describe.
     Backend,
@@ -54,6 +59,8 @@ impl ErrorKind {
             ErrorKind::Unsupported => "not supported",
             ErrorKind::InvalidConfig => "invalid configuration",
             ErrorKind::Source => "reading the upload failed",
+            ErrorKind::NoSpace => "no space left in the store",
+            ErrorKind::ReadOnly => "the store is read-only",
             ErrorKind::Io => "i/o error",
             ErrorKind::Backend => "backend error",
         }
@@ -110,15 +117,37 @@ impl StoreError {
         self
     }
 
-    /// Maps a local `std::io::Error`, keeping the kinds callers care about.
+    /// The operating system's own words for the failure, e.g. `No space left on device (os
+    /// error 28)`, when an OS error caused it. Never a path: safe to show to API users.
+    pub fn os_reason(&self) -> Option<String> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|s| s as _);
+        while let Some(err) = source {
+            if let Some(io) = err.downcast_ref::<std::io::Error>()
+                && let Some(code) = io.raw_os_error()
+            {
+                return Some(std::io::Error::from_raw_os_error(code).to_string());
+            }
+            source = err.source();
+        }
+        None
+    }
+
+    /// Maps a local `std::io::Error`, keeping the kinds callers care about. The message ends
+    /// with the OS reason (`...: No space left on device (os error 28)`), so it reaches job
+    /// errors and logs that print only the message.
     pub(crate) fn io(message: impl Into<String>, err: std::io::Error) -> Self {
-        let kind = match err.kind() {
-            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
-            std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
-            std::io::ErrorKind::PermissionDenied => ErrorKind::Unauthorized,
-            _ => ErrorKind::Io,
+        let kind = match err.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => ErrorKind::NoSpace,
+            Some(libc::EROFS) => ErrorKind::ReadOnly,
+            _ => match err.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+                std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+                std::io::ErrorKind::PermissionDenied => ErrorKind::Unauthorized,
+                _ => ErrorKind::Io,
+            },
         };
-        Self::with_source(kind, message, err)
+        Self::with_source(kind, format!("{}: {err}", message.into()), err)
     }
 
     /// The error a caller's reader produced while we uploaded from it.

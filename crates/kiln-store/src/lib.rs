@@ -15,6 +15,12 @@
 //!   S3 uploads large objects as multipart uploads with a bounded number of parts in flight
 //!   and aborts them on any failure or cancellation; the local backend writes a temporary
 //!   file, fsyncs it and renames it into place.
+//! - **Writes are verified before they are reported.** The local backend reads its
+//!   temporary file back (size and digest) before the rename; S3 sends small objects with
+//!   their SHA-256 for the server to check and `HEAD`s every write for its size. An existing
+//!   content address is checked (size; locally digest too) before it is trusted, and a
+//!   wrong one is written over. A full or read-only disk is [`ErrorKind::NoSpace`] or
+//!   [`ErrorKind::ReadOnly`], with the OS's reason ([`StoreError::os_reason`]).
 //! - **Reads verify.** A full read of a content-addressed key re-hashes the bytes and ends
 //!   with an [`ErrorKind::Integrity`] error when they do not match; [`download_to_file`]
 //!   only renames a verified file into place.
@@ -158,13 +164,16 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug {
     /// the same bytes again keeps the one copy.
     async fn put_stream(&self, team: &Team, reader: Upload<'_>) -> Result<ObjectInfo>;
 
-    /// Like [`put_stream`](Self::put_stream) when the caller already knows the digest: skips
-    /// the upload when the blob exists, otherwise writes straight to the final key and fails
-    /// with [`ErrorKind::Integrity`] (leaving nothing behind) if the bytes do not match.
+    /// Like [`put_stream`](Self::put_stream) when the caller already knows the digest and
+    /// size: skips the upload when the blob is already stored (checked, not assumed: a blob
+    /// of the wrong size, or locally of the wrong bytes, is replaced), otherwise writes
+    /// straight to the final key and fails with [`ErrorKind::Integrity`] (leaving nothing
+    /// behind) if the bytes do not match.
     async fn put_verified(
         &self,
         team: &Team,
         sha256: &Sha256Digest,
+        size: u64,
         reader: Upload<'_>,
     ) -> Result<ObjectInfo>;
 
@@ -184,6 +193,14 @@ pub trait ArtifactStore: Send + Sync + fmt::Debug {
     /// becomes visible.
     async fn get_bulk(&self, key: &Key) -> Result<ByteStream> {
         self.get(key, None).await
+    }
+
+    /// Whether the store can take writes now, for readiness checks. The local directory
+    /// fails when its file system is read-only, has less free space than its minimum
+    /// ([`LocalStore::with_min_free`]), or refuses a small fsynced probe file; the default
+    /// (S3) lists one page, proving the store answers with these credentials.
+    async fn check_writable(&self) -> Result<()> {
+        self.list("kiln-readyz/", None).await.map(drop)
     }
 
     /// The object's size, or [`ErrorKind::NotFound`].

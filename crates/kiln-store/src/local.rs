@@ -2,8 +2,8 @@
 //!
 //! Layout under the root: `objects/{key}` holds each object as a plain file; `staging/`
 //! holds uploads in progress. Every write streams into a new file in `staging/` (same
-//! filesystem as `objects/`, so the rename is atomic), fsyncs it, then renames it into
-//! place and fsyncs the directory: a crash leaves either the old state or the whole new
+//! filesystem as `objects/`, so the rename is atomic), flushes and fsyncs it, reads it back
+//! to check its size and digest, then renames it into place and fsyncs the directory: a crash leaves either the old state or the whole new
 //! object, never a partial one. Create-only writes link instead of renaming, so they fail
 //! if the name is taken. Presigned URLs are not supported here: the API serves the bytes.
 
@@ -26,11 +26,14 @@ use crate::{
 const PAGE_SIZE: usize = 1000;
 /// Read and write in 1 MiB chunks: few syscalls, little memory.
 const CHUNK: usize = 1 << 20;
+const MIB: f64 = (1u64 << 20) as f64;
 
 /// The local-directory store. See the module docs for its layout and guarantees.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// Below this many free bytes, [`ArtifactStore::check_writable`] fails (readiness).
+    min_free: u64,
 }
 
 /// How a finished temporary file takes its final name.
@@ -52,13 +55,20 @@ impl LocalStore {
                 format!("local artifact directory {} must be absolute", root.display()),
             ));
         }
-        let store = Self { root };
+        let store = Self { root, min_free: 0 };
         for dir in [store.objects_dir(), store.staging_dir()] {
             tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(|err| StoreError::io(format!("creating {}", dir.display()), err))?;
         }
         Ok(store)
+    }
+
+    /// The free space below which [`ArtifactStore::check_writable`] reports the store as
+    /// full (`KILN_STORE_MIN_FREE_MIB`); 0 by default.
+    pub fn with_min_free(mut self, bytes: u64) -> Self {
+        self.min_free = bytes;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -81,7 +91,14 @@ impl LocalStore {
         path
     }
 
-    /// Streams `reader` into a new staging file; returns its path, digest and size.
+    /// The name of a path under the root, for messages: relative, so an error shown to a
+    /// user or recorded in a job never reveals where the server keeps its files.
+    fn name_of(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root).unwrap_or(path).display().to_string()
+    }
+
+    /// Streams `reader` into a new staging file, fsyncs it, then reads it back: answers its
+    /// path, digest and size only once the file on disk is exactly the bytes read.
     async fn write_staging(
         &self,
         reader: Upload<'_>,
@@ -89,9 +106,10 @@ impl LocalStore {
         let tmp = tempfile_path::TempPath::new(
             self.staging_dir().join(format!("{}.tmp", uuid::Uuid::new_v4())),
         );
+        let name = self.name_of(tmp.path());
         let io = |what: &'static str| {
-            let path = tmp.path().display().to_string();
-            move |err| StoreError::io(format!("{what} {path}"), err)
+            let name = name.clone();
+            move |err| StoreError::io(format!("{what} {name}"), err)
         };
         let mut file = tokio::fs::File::create(tmp.path()).await.map_err(io("creating"))?;
         let mut hasher = Sha256::new();
@@ -106,8 +124,43 @@ impl LocalStore {
             size += n as u64;
             file.write_all(&buf[..n]).await.map_err(io("writing"))?;
         }
+        // tokio's `File` hands each write to a blocking thread and reports its failure on
+        // the next operation. `flush` is that operation; `sync_all` would not report it, and
+        // a last write lost to a full disk would pass as stored (issue 22).
+        file.flush().await.map_err(io("writing"))?;
         file.sync_all().await.map_err(io("syncing"))?;
-        Ok((tmp, Sha256Digest::from_bytes(hasher.finalize().into()), size))
+        drop(file);
+        let sha256 = Sha256Digest::from_bytes(hasher.finalize().into());
+        match hash_file(tmp.path()).await.map_err(io("reading back"))? {
+            (digest, len) if digest == sha256 && len == size => Ok((tmp, sha256, size)),
+            (digest, len) => Err(StoreError::new(
+                ErrorKind::Integrity,
+                format!(
+                    "{name} holds {len} bytes hashing to sha256:{digest} after {size} bytes \
+                     hashing to sha256:{sha256} were written; nothing stored"
+                ),
+            )),
+        }
+    }
+
+    /// Whether `key` holds exactly the bytes of `sha256` (and `size`, when known): a
+    /// content address is trusted only once its file is checked, since a file left short
+    /// or empty by an earlier failure must be replaced, not kept.
+    async fn holds(&self, key: &Key, sha256: &Sha256Digest, size: Option<u64>) -> Result<bool> {
+        let path = self.path_of(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() && size.is_none_or(|size| size == meta.len()) => {}
+            Ok(_) => return Ok(false),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(StoreError::io(format!("{key}"), err)),
+        }
+        let (digest, len) =
+            hash_file(&path).await.map_err(|err| StoreError::io(format!("reading {key}"), err))?;
+        if digest == *sha256 {
+            return Ok(true);
+        }
+        tracing::warn!(%key, len, %digest, "a stored blob does not hold its bytes; replacing it");
+        Ok(false)
     }
 
     /// Moves a finished staging file to `key`'s path, then fsyncs the directory.
@@ -116,12 +169,14 @@ impl LocalStore {
         let dir = dest.parent().expect("an object path has a parent").to_owned();
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|err| StoreError::io(format!("creating {}", dir.display()), err))?;
+            .map_err(|err| StoreError::io(format!("creating {}", self.name_of(&dir)), err))?;
         match how {
             Publish::KeepExisting => {
-                tokio::fs::rename(tmp.path(), &dest).await.map_err(|err| {
-                    StoreError::io(format!("renaming to {}", dest.display()), err)
-                })?;
+                // Replaces whatever is there: the staging file is verified, what is there
+                // may not be.
+                tokio::fs::rename(tmp.path(), &dest)
+                    .await
+                    .map_err(|err| StoreError::io(format!("renaming to {key}"), err))?;
                 tmp.forget();
             }
             Publish::CreateOnly => {
@@ -130,7 +185,7 @@ impl LocalStore {
                     if err.kind() == std::io::ErrorKind::AlreadyExists {
                         StoreError::new(ErrorKind::AlreadyExists, format!("{key} already exists"))
                     } else {
-                        StoreError::io(format!("linking {}", dest.display()), err)
+                        StoreError::io(format!("linking {key}"), err)
                     }
                 })?;
                 // `tmp` drops here and unlinks the staging name.
@@ -138,6 +193,44 @@ impl LocalStore {
         }
         sync_dir(&dir).await
     }
+
+    /// Bytes free for unprivileged writers on the store's file system.
+    pub fn free_bytes(&self) -> Result<u64> {
+        free_bytes(&self.root).map_err(|err| StoreError::io("measuring free space", err))
+    }
+}
+
+/// SHA-256 and length of a file, read on a blocking thread.
+async fn hash_file(path: &Path) -> std::io::Result<(Sha256Digest, u64)> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut len = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok((Sha256Digest::from_bytes(hasher.finalize().into()), len));
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// `statvfs(3)`: bytes available to unprivileged writers.
+pub(crate) fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+fn mounted_read_only(path: &Path) -> std::io::Result<bool> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 /// fsyncs a directory, so a rename into it survives a crash.
@@ -166,19 +259,24 @@ impl ArtifactStore for LocalStore {
         &self,
         team: &Team,
         sha256: &Sha256Digest,
+        size: u64,
         reader: Upload<'_>,
     ) -> Result<ObjectInfo> {
         let key = Key::blob(team, sha256);
-        if let Ok(meta) = self.head(&key).await {
-            return Ok(ObjectInfo { key, sha256: *sha256, size: meta.size });
+        if self.holds(&key, sha256, Some(size)).await? {
+            return Ok(ObjectInfo { key, sha256: *sha256, size });
         }
-        let (tmp, actual, size) = self.write_staging(reader).await?;
-        if actual != *sha256 {
+        let (tmp, actual, written) = self.write_staging(reader).await?;
+        if actual != *sha256 || written != size {
             return Err(StoreError::new(
                 ErrorKind::Integrity,
-                format!("upload for {key} hashed to sha256:{actual}; nothing stored"),
+                format!(
+                    "upload for {key} was {written} bytes hashing to sha256:{actual}, not \
+                     {size} bytes; nothing stored"
+                ),
             ));
         }
+        let size = written;
         self.publish(tmp, &key, Publish::KeepExisting).await?;
         Ok(ObjectInfo { key, sha256: actual, size })
     }
@@ -245,6 +343,47 @@ impl ArtifactStore for LocalStore {
         tokio::task::spawn_blocking(move || list_dir(&root, &prefix, continuation.as_deref()))
             .await
             .map_err(|err| StoreError::with_source(ErrorKind::Io, "listing task failed", err))?
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        let root = self.root.clone();
+        let probe = self.staging_dir().join(format!("readyz-{}.probe", uuid::Uuid::new_v4()));
+        let min_free = self.min_free;
+        let checked = tokio::task::spawn_blocking(move || {
+            let io = |what: &str| {
+                let what = what.to_owned();
+                move |err| StoreError::io(what, err)
+            };
+            if mounted_read_only(&root).map_err(io("checking the mount"))? {
+                return Err(StoreError::io(
+                    "the store's file system is mounted read-only",
+                    std::io::Error::from_raw_os_error(libc::EROFS),
+                ));
+            }
+            let free = free_bytes(&root).map_err(io("measuring free space"))?;
+            if free < min_free {
+                return Err(StoreError::new(
+                    ErrorKind::NoSpace,
+                    format!(
+                        "{:.1} MiB free, below the minimum of {:.1} MiB (KILN_STORE_MIN_FREE_MIB)",
+                        free as f64 / MIB,
+                        min_free as f64 / MIB
+                    ),
+                ));
+            }
+            // A real write, fsynced: what a full, read-only or broken disk refuses.
+            let written = std::fs::File::create_new(&probe).and_then(|mut file| {
+                use std::io::Write;
+                file.write_all(b"kiln readiness probe\n")?;
+                file.sync_all()
+            });
+            let removed = std::fs::remove_file(&probe);
+            written.map_err(io("writing a probe file"))?;
+            removed.map_err(io("removing a probe file"))
+        })
+        .await
+        .map_err(|err| StoreError::with_source(ErrorKind::Io, "probe task failed", err))?;
+        checked
     }
 
     async fn presign_get(&self, key: &Key, _expires_in: Duration) -> Result<PresignedRequest> {

@@ -228,12 +228,37 @@ impl S3Store {
         Ok(out.content_length().unwrap_or_default().max(0) as u64)
     }
 
-    async fn exists(&self, full_key: &str) -> Result<bool> {
+    /// Whether the content-addressed `full_key` holds an object of `size` bytes. One of
+    /// another size is not trusted (whatever left it there, its bytes are not these): the
+    /// caller writes over it.
+    async fn holds(&self, full_key: &str, size: u64) -> Result<bool> {
         match self.head_full(full_key).await {
-            Ok(_) => Ok(true),
+            Ok(stored) if stored == size => Ok(true),
+            Ok(stored) => {
+                tracing::warn!(
+                    key = full_key,
+                    stored,
+                    size,
+                    "a stored blob has the wrong size; replacing it"
+                );
+                Ok(false)
+            }
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
             Err(err) => Err(err),
         }
+    }
+
+    /// Checks by `HEAD` that a write left `size` bytes under `full_key`: nothing is reported
+    /// stored on the strength of the write's answer alone.
+    async fn verify_size(&self, full_key: &str, size: u64) -> Result<()> {
+        let stored = self.head_full(full_key).await?;
+        if stored == size {
+            return Ok(());
+        }
+        Err(StoreError::new(
+            ErrorKind::Integrity,
+            format!("{full_key} holds {stored} bytes after a write of {size}"),
+        ))
     }
 
     async fn delete_full(&self, full_key: &str) -> Result<()> {
@@ -295,8 +320,17 @@ impl S3Store {
         .await
     }
 
-    /// One `PutObject` of bytes already in memory.
-    async fn put_small(&self, full_key: &str, bytes: Bytes, create_only: bool) -> Result<()> {
+    /// One `PutObject` of bytes already in memory, with their SHA-256 for the server to
+    /// check (`x-amz-checksum-sha256`: a body that arrives different is refused), then a
+    /// `HEAD` that checks the size stored.
+    async fn put_small(
+        &self,
+        full_key: &str,
+        bytes: Bytes,
+        sha256: &Sha256Digest,
+        create_only: bool,
+    ) -> Result<()> {
+        let checksum = aws_smithy_types::base64::encode(sha256.as_bytes());
         retry(self.policy(), &format!("PUT {full_key}"), || async {
             let mut req = self
                 .client
@@ -304,6 +338,7 @@ impl S3Store {
                 .bucket(&self.settings.bucket)
                 .key(full_key)
                 .content_length(bytes.len() as i64)
+                .checksum_sha256(&checksum)
                 .body(SdkByteStream::from(bytes.clone()));
             if create_only {
                 req = req.if_none_match("*");
@@ -312,7 +347,7 @@ impl S3Store {
         })
         .await
         .map_err(|err| already_exists(err, full_key))?;
-        Ok(())
+        self.verify_size(full_key, bytes.len() as u64).await
     }
 
     /// Starts a multipart upload of `full_key` and returns its id.
@@ -356,6 +391,10 @@ impl S3Store {
                 .complete(full_key, &upload_id, parts, create_only)
                 .await
                 .map(|()| (digest, size)),
+            Err(err) => Err(err),
+        };
+        let result = match result {
+            Ok((digest, size)) => self.verify_size(full_key, size).await.map(|()| (digest, size)),
             Err(err) => Err(err),
         };
         match result {
@@ -512,7 +551,7 @@ impl S3Store {
                     .map_err(classify)
             })
             .await?;
-            return Ok(());
+            return self.verify_size(to, size).await;
         }
         let upload_id = self.create_upload(to).await?;
         let mut guard = Cleanup::abort_upload(self, to, &upload_id);
@@ -556,8 +595,9 @@ impl S3Store {
         guard.disarm();
         if result.is_err() {
             self.abort(to, &upload_id).await;
+            return result;
         }
-        result
+        self.verify_size(to, size).await
     }
 }
 
@@ -678,17 +718,18 @@ impl ArtifactStore for S3Store {
             let sha256 = Sha256Digest::of(&first);
             let key = Key::blob(team, &sha256);
             let full = self.full_key(&key);
-            if !self.exists(&full).await? {
-                self.put_small(&full, first.clone(), false).await?;
+            let size = first.len() as u64;
+            if !self.holds(&full, size).await? {
+                self.put_small(&full, first, &sha256, false).await?;
             }
-            return Ok(ObjectInfo { key, sha256, size: first.len() as u64 });
+            return Ok(ObjectInfo { key, sha256, size });
         }
         let staging = format!("{}{STAGING}/{}", self.settings.prefix, uuid::Uuid::new_v4());
         let (sha256, size) = self.put_multipart(&staging, first, reader, None, false).await?;
         let mut guard = Cleanup::delete_object(self, &staging);
         let key = Key::blob(team, &sha256);
         let full = self.full_key(&key);
-        if !self.exists(&full).await? {
+        if !self.holds(&full, size).await? {
             self.copy(&staging, &full, size).await?;
         }
         guard.disarm();
@@ -702,26 +743,39 @@ impl ArtifactStore for S3Store {
         &self,
         team: &Team,
         sha256: &Sha256Digest,
+        size: u64,
         reader: Upload<'_>,
     ) -> Result<ObjectInfo> {
         let key = Key::blob(team, sha256);
         let full = self.full_key(&key);
-        if let Ok(size) = self.head_full(&full).await {
+        if self.holds(&full, size).await? {
             return Ok(ObjectInfo { key, sha256: *sha256, size });
         }
+        let wrong = |actual: &Sha256Digest, written: u64| {
+            StoreError::new(
+                ErrorKind::Integrity,
+                format!(
+                    "upload for {key} was {written} bytes hashing to sha256:{actual}, not \
+                     {size} bytes; nothing stored"
+                ),
+            )
+        };
         let first = read_part(reader, self.settings.part_size).await?;
         if first.len() < self.settings.part_size {
             let actual = Sha256Digest::of(&first);
-            if actual != *sha256 {
-                return Err(StoreError::new(
-                    ErrorKind::Integrity,
-                    format!("upload for {key} hashed to sha256:{actual}; nothing stored"),
-                ));
+            let written = first.len() as u64;
+            if actual != *sha256 || written != size {
+                return Err(wrong(&actual, written));
             }
-            self.put_small(&full, first.clone(), false).await?;
-            return Ok(ObjectInfo { key, sha256: actual, size: first.len() as u64 });
+            self.put_small(&full, first, &actual, false).await?;
+            return Ok(ObjectInfo { key, sha256: actual, size });
         }
-        let (actual, size) = self.put_multipart(&full, first, reader, Some(sha256), false).await?;
+        let (actual, written) =
+            self.put_multipart(&full, first, reader, Some(sha256), false).await?;
+        if written != size {
+            // The digest matched, so this cannot happen short of a SHA-256 collision.
+            return Err(wrong(&actual, written));
+        }
         Ok(ObjectInfo { key, sha256: actual, size })
     }
 
@@ -730,8 +784,9 @@ impl ArtifactStore for S3Store {
         let first = read_part(reader, self.settings.part_size).await?;
         if first.len() < self.settings.part_size {
             let sha256 = Sha256Digest::of(&first);
-            self.put_small(&full, first.clone(), true).await?;
-            return Ok(ObjectInfo { key: key.clone(), sha256, size: first.len() as u64 });
+            let size = first.len() as u64;
+            self.put_small(&full, first, &sha256, true).await?;
+            return Ok(ObjectInfo { key: key.clone(), sha256, size });
         }
         let (sha256, size) = self.put_multipart(&full, first, reader, None, true).await?;
         Ok(ObjectInfo { key: key.clone(), sha256, size })
@@ -965,6 +1020,9 @@ fn kind_of_response(status: Option<u16>, code: Option<&str>) -> ErrorKind {
             | "ConditionalRequestConflict",
         ) => return ErrorKind::Unavailable,
         Some("PreconditionFailed") => return ErrorKind::AlreadyExists,
+        // The server hashed the body we sent and it did not match its checksum header.
+        Some("BadDigest" | "InvalidDigest") => return ErrorKind::Integrity,
+        Some("EntityTooLarge") => return ErrorKind::InvalidArgument,
         Some("InvalidRange") => return ErrorKind::InvalidArgument,
         _ => {}
     }
@@ -974,6 +1032,7 @@ fn kind_of_response(status: Option<u16>, code: Option<&str>) -> ErrorKind {
         Some(412) => ErrorKind::AlreadyExists,
         Some(416) => ErrorKind::InvalidArgument,
         Some(408 | 429) => ErrorKind::Unavailable,
+        Some(507) => ErrorKind::NoSpace,
         Some(500..=599) => ErrorKind::Unavailable,
         _ => ErrorKind::Backend,
     }

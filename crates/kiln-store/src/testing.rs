@@ -189,3 +189,89 @@ impl S3sServer {
         ]
     }
 }
+
+/// A small tmpfs mounted for one test: a real file system that fills up and can be
+/// remounted read-only, for the store's full-disk tests and those of the API and worker.
+/// Mounting needs root (or `CAP_SYS_ADMIN`); without it the test fails and says so, rather
+/// than passing without having run. Unmounted (lazily) on drop.
+#[derive(Debug)]
+pub struct SmallFs {
+    /// The mount point.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `mib` MiB.
+    pub fn mount(mib: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fs");
+        std::fs::create_dir(&path).expect("mount point");
+        let size = format!("size={mib}m");
+        run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", path.to_str().expect("utf-8 path")])
+            .unwrap_or_else(|why| {
+                panic!(
+                    "mounting a {mib} MiB tmpfs at {} failed: {why}. The full-disk tests need \
+                     a real small file system: run them as root (or with CAP_SYS_ADMIN)",
+                    path.display()
+                )
+            });
+        Self { path, _dir: dir }
+    }
+
+    /// Bytes free for unprivileged writers.
+    pub fn free_bytes(&self) -> u64 {
+        crate::local::free_bytes(&self.path).expect("statvfs")
+    }
+
+    /// Writes a filler file until the file system is full, then gives back `leave` bytes
+    /// (rounded down to whole pages, as tmpfs counts them).
+    pub fn fill_leaving(&self, leave: u64) {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&filler)
+            .expect("filler file");
+        let chunk = vec![0xA5u8; 64 << 10];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(err) => panic!("filling {}: {err}", self.path.display()),
+            }
+        }
+        let len = file.metadata().expect("filler size").len();
+        file.set_len(len.saturating_sub(leave)).expect("give space back");
+        file.sync_all().expect("sync filler");
+    }
+
+    /// Removes the filler: the space is free again.
+    pub fn free_filler(&self) {
+        std::fs::remove_file(self.path.join("filler")).expect("remove filler");
+    }
+
+    /// Remounts read-only (`true`) or read-write.
+    pub fn set_read_only(&self, read_only: bool) {
+        let opts = if read_only { "remount,ro" } else { "remount,rw" };
+        run("mount", &["-o", opts, self.path.to_str().expect("utf-8 path")])
+            .unwrap_or_else(|why| panic!("remounting {}: {why}", self.path.display()));
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = run("umount", &["-l", self.path.to_str().unwrap_or_default()]);
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program).args(args).output().map_err(|err| err.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}

@@ -389,6 +389,7 @@ pub async fn put_file(store: &dyn ArtifactStore, team: &Team, path: &Path) -> Re
     };
     let mut file = open().await?;
     let mut hasher = Sha256::new();
+    let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file
@@ -399,11 +400,12 @@ pub async fn put_file(store: &dyn ArtifactStore, team: &Team, path: &Path) -> Re
             break;
         }
         hasher.update(&buf[..n]);
+        size += n as u64;
     }
     drop(buf);
     let digest = Sha256Digest::from_bytes(hasher.finalize().into());
     let mut file = tokio::io::BufReader::with_capacity(1 << 20, open().await?);
-    store.put_verified(team, &digest, &mut file).await
+    store.put_verified(team, &digest, size, &mut file).await
 }
 
 /// Downloads an object into `dest`: streams into a temporary file beside it, verifies
@@ -437,8 +439,10 @@ async fn download_into(
     dest: &Path,
     dir: &Path,
 ) -> Result<ObjectInfo> {
+    // File names only: these messages reach job errors, which users read.
     let io = |what: &str, path: &Path| {
-        let message = format!("{what} {}", path.display());
+        let name = path.file_name().map_or_else(|| path.into(), Path::new);
+        let message = format!("{what} {}", name.display());
         move |err| StoreError::io(message, err)
     };
     let mut stream = store.get_bulk(key).await?;

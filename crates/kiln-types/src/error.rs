@@ -52,8 +52,11 @@ error_codes! {
     ValidationFailed => ("validation_failed", 422),
     /// Too many requests queued; retry after the `Retry-After` delay.
     Overloaded => ("overloaded", 503),
-    /// A dependency (database, artifact store) does not answer.
+    /// A dependency (database, artifact store) does not answer, or the artifact store
+    /// refuses writes (read-only).
     Unavailable => ("unavailable", 503),
+    /// The artifact store has no space left for the upload; nothing was stored.
+    InsufficientStorage => ("insufficient_storage", 507),
     /// A bug or an unexpected failure; the message never leaks internals.
     Internal => ("internal", 500),
 }

@@ -61,6 +61,8 @@ pub(crate) struct WorkerEnv {
     pub lease: Duration,
     pub heartbeat: Duration,
     pub checkpoint_every: Duration,
+    /// How long downloads and the bundle upload keep retrying a store that may recover.
+    pub store_retry: Duration,
 }
 
 /// How an attempt ended, for the worker's own log and its loop.
@@ -180,6 +182,27 @@ struct JobCtx {
     heartbeat: Duration,
     /// Longest wait for one database call before it counts as failed.
     db_timeout: Duration,
+    /// How long a patient store operation retries (`KILN_STORE_RETRY_SECONDS`).
+    store_retry: Duration,
+}
+
+/// How long a store operation waits out a store that may recover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Patience {
+    /// A few quick retries: checkpoints, where a newer one follows and training goes on.
+    Brief,
+    /// Up to `KILN_STORE_RETRY_SECONDS` from the first failure: what the attempt cannot do
+    /// without (inputs, the model bundle).
+    Patient,
+}
+
+/// The longest wait between two tries of a patient store operation.
+const STORE_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// Store failures that may end by themselves: an outage, a full or read-only disk (an
+/// operator frees space or remounts). Anything else fails at once.
+fn store_may_recover(err: &StoreError) -> bool {
+    err.is_retryable() || matches!(err.kind(), ErrorKind::NoSpace | ErrorKind::ReadOnly)
 }
 
 impl JobCtx {
@@ -266,12 +289,67 @@ impl JobCtx {
         self.flush(&mut vec![line], &mut Vec::new()).await;
     }
 
-    /// Uploads bytes content-addressed under the job's team, retrying an unavailable store
-    /// a few times (the store already retried each call).
-    async fn put_bytes(&self, bytes: &[u8]) -> Result<ObjectInfo, StoreError> {
+    /// Runs a store operation, retrying while the store may recover (see
+    /// [`store_may_recover`]) and the lease holds: `Brief`ly, three more tries within about
+    /// a second and a half; `Patient`ly, with exponential backoff (half a second doubling to
+    /// ten, jittered) until `store_retry` has passed since the first failure, so a store
+    /// outage of a minute costs no attempt. (The S3 backend also retries each call.)
+    async fn with_store_retry<T, F, Fut>(
+        &self,
+        what: &str,
+        patience: Patience,
+        mut op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut delay = Duration::from_millis(match patience {
+            Patience::Brief => 200,
+            Patience::Patient => 500,
+        });
+        let mut first_failure = None;
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let err = match op().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let since = *first_failure.get_or_insert_with(Instant::now);
+            let more = match patience {
+                Patience::Brief => tries < 4,
+                Patience::Patient => since.elapsed() + delay / 2 <= self.store_retry,
+            };
+            if !store_may_recover(&err) || !more || self.control.lease_lost() {
+                if tries > 1 {
+                    tracing::warn!(
+                        job = %self.job_id(), what, tries, error = %err,
+                        "the artifact store did not recover; giving up"
+                    );
+                }
+                return Err(err);
+            }
+            tracing::warn!(
+                job = %self.job_id(), what, tries, error = %err,
+                "the artifact store failed; retrying"
+            );
+            tokio::time::sleep(jitter(delay)).await;
+            delay = (delay * 2).min(STORE_RETRY_MAX_DELAY);
+        }
+    }
+
+    /// Uploads bytes content-addressed under the job's team.
+    async fn put_bytes(&self, bytes: &[u8], patience: Patience) -> Result<ObjectInfo, StoreError> {
         let team = Team::parse(self.lease.job.team_id.to_string())?;
         let started = Instant::now();
-        let result = self.put_bytes_retrying(&team, bytes).await;
+        let team = &team;
+        let result = self
+            .with_store_retry("upload", patience, || async move {
+                let mut reader = bytes;
+                self.store.put_stream(team, &mut reader).await
+            })
+            .await;
         let seconds = started.elapsed().as_secs_f64();
         kiln_telemetry::metrics::store_operation(
             "put",
@@ -282,62 +360,25 @@ impl JobCtx {
         result
     }
 
-    async fn put_bytes_retrying(
-        &self,
-        team: &Team,
-        bytes: &[u8],
-    ) -> Result<ObjectInfo, StoreError> {
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 1;
-        loop {
-            match self.store.put_stream(team, &mut &bytes[..]).await {
-                Ok(info) => return Ok(info),
-                Err(err) if err.is_retryable() && attempt < 4 && !self.control.lease_lost() => {
-                    tracing::warn!(job = %self.job_id(), error = %err, "upload failed; retrying");
-                }
-                Err(err) => return Err(err),
-            }
-            tokio::time::sleep(jitter(delay)).await;
-            delay *= 2;
-            attempt += 1;
-        }
-    }
-
-    /// Reads a whole object, retrying an unavailable store a few times.
+    /// Reads a whole object, patiently.
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let key = Key::parse(key.to_owned())?;
         let started = Instant::now();
-        let result = self.get_bytes_retrying(&key).await;
-        let seconds = started.elapsed().as_secs_f64();
-        let size = result.as_ref().map_or(0, |bytes| bytes.len() as u64);
-        kiln_telemetry::metrics::store_operation("get", size, seconds, result.is_ok());
-        result
-    }
-
-    async fn get_bytes_retrying(&self, key: &Key) -> Result<Vec<u8>, StoreError> {
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 1;
-        loop {
-            let result = async {
+        let key = &key;
+        let result = self
+            .with_store_retry("download", Patience::Patient, || async move {
                 let mut stream = self.store.get(key, None).await?;
                 let mut out = Vec::new();
                 while let Some(chunk) = stream.next().await {
                     out.extend_from_slice(&chunk?);
                 }
                 Ok::<_, StoreError>(out)
-            }
+            })
             .await;
-            match result {
-                Ok(bytes) => return Ok(bytes),
-                Err(err) if err.is_retryable() && attempt < 4 && !self.control.lease_lost() => {
-                    tracing::warn!(job = %self.job_id(), error = %err, "download failed; retrying");
-                }
-                Err(err) => return Err(err),
-            }
-            tokio::time::sleep(jitter(delay)).await;
-            delay *= 2;
-            attempt += 1;
-        }
+        let seconds = started.elapsed().as_secs_f64();
+        let size = result.as_ref().map_or(0, |bytes| bytes.len() as u64);
+        kiln_telemetry::metrics::store_operation("get", size, seconds, result.is_ok());
+        result
     }
 
     /// Stores a checkpoint and records it in the job under the fence. Returns the log line
@@ -361,7 +402,7 @@ impl JobCtx {
     }
 
     async fn save_checkpoint_in_span(&self, epoch: u32, bytes: &[u8]) -> Option<LogLine> {
-        let stored = match self.put_bytes(bytes).await {
+        let stored = match self.put_bytes(bytes, Patience::Brief).await {
             Ok(info) => info,
             Err(err) => {
                 tracing::warn!(job = %self.job_id(), epoch, error = %err, "checkpoint not saved");
@@ -402,6 +443,7 @@ pub(crate) async fn run_job(env: &WorkerEnv, lease: Lease) -> JobEnd {
         control,
         heartbeat: env.heartbeat,
         db_timeout: env.heartbeat.max(Duration::from_secs(2)).min(env.lease),
+        store_retry: env.store_retry,
         lease,
     });
     // The job's tasks run under its span (`kiln.job`): their log lines carry its trace id,
@@ -453,7 +495,12 @@ async fn prepare_and_train(
         cache.hit = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    let fetched = env.cache.fetch(&*env.store, &inputs.dataset).instrument(download.clone()).await;
+    let fetched = ctx
+        .with_store_retry("dataset download", Patience::Patient, || {
+            env.cache.fetch(&*env.store, &inputs.dataset)
+        })
+        .instrument(download.clone())
+        .await;
     match &fetched {
         Ok((_, cached)) => download.record("cache.hit", *cached == CacheOutcome::Hit),
         Err(_) => download.record("otel.status_code", "error"),
@@ -937,7 +984,7 @@ async fn finish(ctx: &JobCtx, trained: Result<(Trained, RunFacts), Failure>) -> 
                 job.id = %ctx.job_id(),
                 size_bytes = bundle.len(),
             );
-            let stored = match ctx.put_bytes(&bundle).instrument(upload).await {
+            let stored = match ctx.put_bytes(&bundle, Patience::Patient).instrument(upload).await {
                 Ok(info) => info,
                 Err(err) => {
                     return fail(ctx, Failure::Infra(format!("uploading the model bundle: {err}")))

@@ -81,6 +81,13 @@ pub struct Settings {
     #[arg(long = "retry-backoff-cap-seconds", env = "KILN_RETRY_BACKOFF_CAP_SECONDS", default_value_t = 600.0, value_parser = seconds)]
     pub retry_backoff_cap_seconds: f64,
 
+    /// How long a job keeps retrying an artifact store that is unavailable, full or
+    /// read-only (downloads, the model bundle upload), in seconds, with exponential backoff
+    /// from the first failure, before the attempt fails as retryable. Checkpoints are not
+    /// waited for: one that cannot be stored is skipped and training goes on.
+    #[arg(long = "store-retry-seconds", env = "KILN_STORE_RETRY_SECONDS", default_value_t = 120.0, value_parser = seconds)]
+    pub store_retry_seconds: f64,
+
     /// Exit after this many jobs (whatever their outcome) [default: run until signalled].
     #[arg(long = "max-jobs", env = "KILN_WORKER_MAX_JOBS")]
     pub max_jobs: Option<u64>,
@@ -110,6 +117,10 @@ impl Settings {
 
     pub fn checkpoint_every(&self) -> Duration {
         Duration::from_secs_f64(self.checkpoint_every_seconds)
+    }
+
+    pub fn store_retry(&self) -> Duration {
+        Duration::from_secs_f64(self.store_retry_seconds)
     }
 
     pub fn poll(&self) -> Duration {
@@ -183,6 +194,7 @@ mod tests {
         assert_eq!(s.lease(), Duration::from_secs(60));
         assert_eq!(s.heartbeat(), Duration::from_secs(10));
         assert_eq!(s.device, DeviceSetting::Auto);
+        assert_eq!(s.store_retry(), Duration::from_secs(120));
         assert!(s.validate().is_ok());
     }
 

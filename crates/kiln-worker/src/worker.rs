@@ -77,6 +77,7 @@ pub async fn run(settings: Settings, shutdown: Arc<Shutdown>) -> anyhow::Result<
         lease: settings.lease(),
         heartbeat: settings.heartbeat(),
         checkpoint_every: settings.checkpoint_every(),
+        store_retry: settings.store_retry(),
     };
     let current_job = Arc::new(Mutex::new(None));
     let housekeeping = tokio::spawn(housekeeping(

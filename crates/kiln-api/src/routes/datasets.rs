@@ -55,7 +55,9 @@ pub fn store_team(team_id: Uuid) -> Result<kiln_store::Team, ApiError> {
     request_body(content = Vec<u8>, description = "CSV with a header (text/csv), an NPZ archive or a TorchScript .pt (application/octet-stream)",
                  content_type = "application/octet-stream"),
     responses((status = 201, body = Dataset), (status = 413, body = kiln_types::api::ErrorBody),
-              (status = 415, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),
+              (status = 415, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody),
+              (status = 503, description = "the artifact store is unavailable or read-only; nothing stored", body = kiln_types::api::ErrorBody),
+              (status = 507, description = "the artifact store has no space left (`insufficient_storage`); nothing stored", body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn upload(
     state: web::Data<AppState>,

@@ -15,24 +15,34 @@ pub async fn healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok".to_owned() })
 }
 
-/// Ready to serve: PostgreSQL and the artifact store answer.
+/// Ready to serve: PostgreSQL answers and the artifact store takes writes. For a local
+/// store that means a writable file system with at least `KILN_STORE_MIN_FREE_MIB` free and
+/// a probe file written and fsynced; `checks.artifact_store` says `read_only`, `no_space`,
+/// `unavailable` or `error` when not.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = BTreeMap::new();
     let db_ok = kiln_db::ping(&state.db).await.is_ok();
     checks.insert("postgres".to_owned(), if db_ok { "ok" } else { "unavailable" }.to_owned());
-    // One cheap listing proves the artifact store answers with these credentials.
-    let store = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        state.store.list("kiln-readyz/", None),
-    )
-    .await;
-    let store_ok = matches!(store, Ok(Ok(_)));
-    checks.insert(
-        "artifact_store".to_owned(),
-        if store_ok { "ok" } else { "unavailable" }.to_owned(),
-    );
+    // S3: one cheap listing proves the store answers with these credentials; local: free
+    // space, read-only mount and a real probe write.
+    let store =
+        tokio::time::timeout(std::time::Duration::from_secs(5), state.store.check_writable()).await;
+    let store_check = match store {
+        Ok(Ok(())) => "ok",
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: the artifact store cannot take writes");
+            match err.kind() {
+                kiln_store::ErrorKind::ReadOnly => "read_only",
+                kiln_store::ErrorKind::NoSpace => "no_space",
+                kiln_store::ErrorKind::Unavailable => "unavailable",
+                _ => "error",
+            }
+        }
+        Err(_) => "unavailable",
+    };
+    checks.insert("artifact_store".to_owned(), store_check.to_owned());
     let ready = checks.values().all(|v| v == "ok");
     let body = Readiness { status: if ready { "ready" } else { "not_ready" }.to_owned(), checks };
     if ready {

@@ -11,6 +11,7 @@ mod outage;
 mod runs;
 mod secrets;
 mod serving;
+mod store_faults;
 mod teams;
 
 use std::net::TcpListener;
@@ -58,25 +59,43 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server with its own serving settings (a private bundle cache unless one is given).
 pub async fn spawn_app_with(serving: ServingArgs) -> TestApp {
-    spawn(serving, false).await.0
+    spawn(serving, None, 1024 * 1024, false).await.0
 }
 
 /// A server whose connection pool reaches PostgreSQL through a TCP proxy the test can cut
 /// (a real outage, as the API sees it), with the production acquire timeout. `test.db`
 /// stays a direct connection, for the test's own set-up and checks.
 pub async fn spawn_app_behind_proxy() -> (TestApp, DbProxy) {
-    let (app, proxy) = spawn(ServingArgs::defaults(), true).await;
+    let (app, proxy) = spawn(ServingArgs::defaults(), None, 1024 * 1024, true).await;
     (app, proxy.expect("a proxy"))
 }
 
-async fn spawn(mut serving: ServingArgs, behind_proxy: bool) -> (TestApp, Option<DbProxy>) {
+/// A server storing artifacts in `store` instead of its s3s-fs (which still runs), taking
+/// uploads up to `upload_bytes`.
+pub async fn spawn_app_on(
+    serving: ServingArgs,
+    store: Option<Arc<dyn kiln_store::ArtifactStore>>,
+    upload_bytes: u64,
+) -> TestApp {
+    spawn(serving, store, upload_bytes, false).await.0
+}
+
+async fn spawn(
+    mut serving: ServingArgs,
+    store: Option<Arc<dyn kiln_store::ArtifactStore>>,
+    upload_bytes: u64,
+    behind_proxy: bool,
+) -> (TestApp, Option<DbProxy>) {
     let cache = tempfile::tempdir().unwrap();
     serving.cache_dir.get_or_insert_with(|| cache.path().to_owned());
     let test = fresh_database(10).await.expect("fresh database");
     let admin =
         tokens::issue(&test.db, None, Role::Admin, "test-admin", None).await.unwrap().secret;
     let s3 = S3sServer::start();
-    let store = S3Store::connect(s3.settings("kiln")).await.expect("connect to s3s-fs");
+    let store = match store {
+        Some(store) => store,
+        None => Arc::new(S3Store::connect(s3.settings("kiln")).await.expect("connect to s3s-fs")),
+    };
     let (db, proxy) = match behind_proxy {
         false => (test.db.clone(), None),
         true => {
@@ -86,10 +105,7 @@ async fn spawn(mut serving: ServingArgs, behind_proxy: bool) -> (TestApp, Option
             (kiln_db::connect(&args).await.expect("connect through the proxy"), Some(proxy))
         }
     };
-    let state = AppState::new(
-        db,
-        Arc::new(store),
-        Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
+    let state = AppState::new(db, store, Limits { json_bytes: 1024 * 1024, upload_bytes }, serving);
         serving,
     );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

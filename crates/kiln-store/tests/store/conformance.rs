@@ -18,6 +18,7 @@ both!(
     corruption_is_detected_on_read,
     failed_upload_leaves_nothing,
     download_to_file_verifies_before_rename,
+    an_existing_content_address_with_short_bytes_is_not_trusted,
 );
 
 /// Sizes on both sides of the S3 backend's 8 MiB part size.
@@ -119,7 +120,7 @@ async fn put_verified_checks_the_digest(backend: &Backend) {
         let wrong = Sha256Digest::of(b"something else");
         let before = backend.object_files();
         let err = store
-            .put_verified(&team("acme"), &wrong, &mut Generated::new(5, size))
+            .put_verified(&team("acme"), &wrong, size, &mut Generated::new(5, size))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
@@ -127,12 +128,19 @@ async fn put_verified_checks_the_digest(backend: &Backend) {
         let wrong_key = Key::blob(&team("acme"), &wrong);
         assert_eq!(store.head(&wrong_key).await.unwrap_err().kind(), ErrorKind::NotFound);
 
-        let info =
-            store.put_verified(&team("acme"), &right, &mut Generated::new(5, size)).await.unwrap();
+        let info = store
+            .put_verified(&team("acme"), &right, size, &mut Generated::new(5, size))
+            .await
+            .unwrap();
         assert_eq!(info.key, Key::blob(&team("acme"), &right));
         // Stored already: the reader is not even read (this one would fail at once).
         let again = store
-            .put_verified(&team("acme"), &right, &mut Generated::new(5, size).failing_after(0))
+            .put_verified(
+                &team("acme"),
+                &right,
+                size,
+                &mut Generated::new(5, size).failing_after(0),
+            )
             .await
             .expect("skips the upload");
         assert_eq!(again, info);
@@ -264,4 +272,34 @@ pub fn assert_no_open_uploads(backend: &Backend) {
         let open = server.open_multipart_uploads();
         assert!(open.is_empty(), "open multipart uploads left behind: {open:?}");
     }
+}
+
+/// Issue 22: a blob left empty or short (by a write that failed unnoticed, or by anything
+/// behind the store's back) was trusted because its content address "existed", so the
+/// same bytes uploaded again stayed broken. Every write path must replace it instead.
+async fn an_existing_content_address_with_short_bytes_is_not_trusted(backend: &Backend) {
+    let store = &backend.store;
+    for size in [1000, 12 * MIB] {
+        let data = Generated::bytes(21, size);
+        let sha256 = Sha256Digest::of(&data);
+        let info = store.put_stream(&team("acme"), &mut &data[..]).await.unwrap();
+        let file = backend.file_of(&info.key);
+        for broken in [0, size / 2] {
+            // put_verified (the API's dataset uploads) and put_stream (bundles, checkpoints).
+            for verified in [true, false] {
+                std::fs::write(&file, &data[..broken as usize]).unwrap();
+                let again = if verified {
+                    store.put_verified(&team("acme"), &sha256, size, &mut &data[..]).await
+                } else {
+                    store.put_stream(&team("acme"), &mut &data[..]).await
+                };
+                assert_eq!(again.unwrap(), info, "size {size}, broken to {broken}");
+                let stored = std::fs::read(&file).unwrap();
+                assert_eq!(stored.len() as u64, size, "verified {verified}: repaired in full");
+                assert!(stored == data, "verified {verified}: the right bytes");
+                assert_eq!(collect(store.get(&info.key, None).await.unwrap()).await.unwrap(), data);
+            }
+        }
+    }
+    assert_no_open_uploads(backend);
 }

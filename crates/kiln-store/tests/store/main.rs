@@ -4,6 +4,7 @@
 //! backends.
 
 mod conformance;
+mod full_disk;
 mod local;
 mod memory;
 mod s3;

@@ -12,5 +12,6 @@ mod fleet;
 mod lifecycle;
 mod outage;
 mod secrets;
+mod store_faults;
 mod store_outage;
 pub mod support;

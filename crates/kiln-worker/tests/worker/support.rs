@@ -68,6 +68,15 @@ pub struct Uploaded {
 
 impl Bench {
     pub async fn new(kind: StoreKind) -> Self {
+        Self::build(kind, None).await
+    }
+
+    /// A bench whose local store lives at `root` (a small file system, say).
+    pub async fn with_local_store(root: PathBuf) -> Self {
+        Self::build(StoreKind::Local, Some(root)).await
+    }
+
+    async fn build(kind: StoreKind, local_root: Option<PathBuf>) -> Self {
         let test = fresh_database(4).await.expect("fresh database");
         let queue = Queue::new(&test.db, QueueConfig::default());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -79,7 +88,7 @@ impl Bench {
                 (Arc::new(store), StoreBackend::S3(server))
             }
             StoreKind::Local => {
-                let root = dir.path().join("artifacts");
+                let root = local_root.unwrap_or_else(|| dir.path().join("artifacts"));
                 let store = LocalStore::open(&root).await.expect("open local store");
                 (Arc::new(store), StoreBackend::Local(root))
             }
