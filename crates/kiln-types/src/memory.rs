@@ -301,8 +301,8 @@ mod tests {
         let model = json!({"type": "mlp", "hidden": [64, 32]});
         let parameters = (4 * 64 + 64) + (64 * 32 + 32) + (32 * 3 + 3);
         let sgd = spec(model.clone(), json!({"optimizer": "sgd"})).memory_estimate(&iris());
-        let momentum =
-            spec(model.clone(), json!({"optimizer": "sgd", "momentum": 0.9})).memory_estimate(&iris());
+        let momentum = spec(model.clone(), json!({"optimizer": "sgd", "momentum": 0.9}))
+            .memory_estimate(&iris());
         let adamw = spec(model.clone(), json!({"optimizer": "adamw"})).memory_estimate(&iris());
         let early = spec(model, json!({"early_stopping_patience": 3})).memory_estimate(&iris());
         assert_eq!(sgd.unwrap().parameters, parameters);
