@@ -63,7 +63,11 @@ pub async fn spawn_app_with(mut serving: ServingArgs) -> TestApp {
     let state = AppState::new(
         test.db.clone(),
         Arc::new(store),
-        Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
+        Limits {
+            json_bytes: 1024 * 1024,
+            upload_bytes: 1024 * 1024,
+            model_memory_bytes: kiln_api::state::DEFAULT_MAX_MODEL_MEMORY_MIB << 20,
+        },
         serving,
     );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -83,7 +87,11 @@ impl TestApp {
         let state = AppState::new(
             self.test.db.clone(),
             Arc::new(store),
-            Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
+            Limits {
+                json_bytes: 1024 * 1024,
+                upload_bytes: 1024 * 1024,
+                model_memory_bytes: kiln_api::state::DEFAULT_MAX_MODEL_MEMORY_MIB << 20,
+            },
             serving,
         );
         let app =
