@@ -43,9 +43,9 @@ fn write_csv(path: &Path, bytes: u64) -> (u64, u64) {
         let x2 =
             if i % 1000 == 999 { String::new() } else { format!("{:.4}", (i % 977) as f64 / 7.0) };
         use std::fmt::Write as _;
-        write!(
+        writeln!(
             line,
-            "{i},{}.{:03},{x2},{},{},note {}\n",
+            "{i},{}.{:03},{x2},{},{},note {}",
             i % 1013,
             i % 997,
             colours[(i % 5) as usize],

@@ -133,7 +133,7 @@ async fn an_oversize_model_is_refused_at_submit_naming_the_field_and_its_memory_
     assert!(message.contains("optimizer state 2.0 GiB"), "{message}");
     assert!(message.contains("more than the limit of 4.0 GiB per job"), "{message}");
     let estimate = &details["memory_estimate"];
-    let parameters = (4 * 16384 + 16384) + (16384 * 16384 + 16384) + (16384 * 3 + 3);
+    let parameters: u64 = (4 * 16384 + 16384) + (16384 * 16384 + 16384) + (16384 * 3 + 3);
     assert_eq!(estimate["parameters"], parameters);
     assert_eq!(estimate["weight_bytes"], parameters * 4);
     assert_eq!(estimate["optimizer_bytes"], parameters * 8, "Adam's two moments");
