@@ -143,6 +143,12 @@ impl Platform {
         }
     }
 
+    /// A child's process id (`kiln-api` or `kiln-worker`).
+    pub fn pid(&self, name: &str) -> u32 {
+        let index = ["kiln-api", "kiln-worker"].iter().position(|n| *n == name).unwrap();
+        self.children[index].id()
+    }
+
     /// Every child's log, for failure messages.
     pub fn logs(&self) -> String {
         ["kiln-api", "kiln-worker"]

@@ -196,7 +196,11 @@ async fn main() {
     let state = AppState::new(
         test.db.clone(),
         store,
-        Limits { json_bytes: 8 << 20, upload_bytes: 64 << 20 },
+        Limits {
+            json_bytes: 8 << 20,
+            upload_bytes: 64 << 20,
+            model_memory_bytes: kiln_api::state::DEFAULT_MAX_MODEL_MEMORY_MIB << 20,
+        },
         serving,
     );
     let app =

@@ -31,6 +31,11 @@ pub struct ApiArgs {
     /// Largest dataset upload accepted, in bytes.
     #[arg(long = "max-upload-bytes", env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+    /// Most memory a job's model may need to train, in MiB (weights, gradients, optimizer
+    /// state and activations, as estimated at submission); a bigger model is refused with
+    /// a 422 naming the field at fault.
+    #[arg(long = "max-model-memory-mib", env = "KILN_MAX_MODEL_MEMORY_MIB", default_value_t = crate::state::DEFAULT_MAX_MODEL_MEMORY_MIB)]
+    pub max_model_memory_mib: u64,
     /// Seconds an authenticated token is trusted without asking PostgreSQL again (a
     /// revocation evicts it at once on every replica; 0 turns the cache off).
     #[arg(long = "auth-cache-seconds", env = "KILN_AUTH_CACHE_SECONDS", default_value_t = crate::state::DEFAULT_AUTH_CACHE_SECONDS as f64)]
@@ -81,7 +86,11 @@ impl Application {
         let state = AppState::new(
             db,
             store,
-            Limits { json_bytes: args.max_json_bytes, upload_bytes: args.max_upload_bytes },
+            Limits {
+                json_bytes: args.max_json_bytes,
+                upload_bytes: args.max_upload_bytes,
+                model_memory_bytes: args.max_model_memory_mib.saturating_mul(1 << 20),
+            },
             args.serving.clone(),
         );
         state.tokens.set_ttl(seconds(args.auth_cache_seconds));

@@ -34,7 +34,12 @@ pub struct Limits {
     pub json_bytes: usize,
     /// Largest dataset upload accepted.
     pub upload_bytes: u64,
+    /// Most memory a submitted job's model may need to train (its estimate).
+    pub model_memory_bytes: u64,
 }
+
+/// The default of `KILN_MAX_MODEL_MEMORY_MIB`: 4 GiB per job.
+pub const DEFAULT_MAX_MODEL_MEMORY_MIB: u64 = 4096;
 
 /// How long an authenticated token is trusted without asking PostgreSQL again (revocations
 /// evict it at once regardless).

@@ -52,7 +52,7 @@ mod train;
 
 pub use bundle::{FinalMetrics, Lineage, LoadedModel, ModelBundle, ModelMeta, Prediction};
 pub use checkpoint::Checkpoint;
-pub use dataset::{Dataset, DatasetFormat, sha256_hex};
+pub use dataset::{Dataset, DatasetFormat, schema_of_file, sha256_hex};
 pub use device::{
     ComputeDevice, DeviceChoice, cuda_available, cuda_device_count, num_threads, set_num_threads,
 };

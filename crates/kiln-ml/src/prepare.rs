@@ -68,7 +68,7 @@ pub(crate) enum Raw<'a> {
 }
 
 /// Spellings of "no value" in CSV files.
-fn is_missing_token(s: &str) -> bool {
+pub(crate) fn is_missing_token(s: &str) -> bool {
     matches!(s, "" | "NA" | "N/A" | "na" | "n/a" | "NaN" | "nan" | "null" | "NULL" | "None" | "?")
 }
 
@@ -448,10 +448,17 @@ pub(crate) fn infer_column(table: &Table, column: usize) -> ColumnKind {
             numbers += usize::from(parse_number(s).is_some());
         }
     }
-    if numbers > 0 && numbers * 2 >= present {
-        ColumnKind::Numeric
-    } else {
-        ColumnKind::Categorical
+    ColumnKind::from_counts(present, numbers)
+}
+
+impl ColumnKind {
+    /// Numeric when at least half of the `present` (not missing) cells are `numbers`.
+    pub(crate) fn from_counts(present: usize, numbers: usize) -> ColumnKind {
+        if numbers > 0 && numbers * 2 >= present {
+            ColumnKind::Numeric
+        } else {
+            ColumnKind::Categorical
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::bundle::{FinalMetrics, Lineage, LoadedModel, ModelBundle, ModelMeta};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, EarlyStopping};
 use crate::device::{ComputeDevice, DeviceChoice};
 use crate::drift::TrainingStats;
-use crate::error::{MlError, Result};
+use crate::error::{MlError, Result, is_allocation_failure, requested_bytes};
 use crate::metrics::{self, EpochMetrics};
 use crate::model::{Architecture, Network};
 use crate::optim::Optimizer;
@@ -110,11 +110,72 @@ struct LoopState {
     best: Option<Vec<(String, Tensor)>>,
 }
 
-/// Rows per evaluation forward pass.
-const EVAL_CHUNK: i64 = 8192;
+/// Rows per evaluation forward pass (the memory estimate counts the same).
+const EVAL_CHUNK: i64 = kiln_types::memory::EVAL_ROWS_PER_PASS as i64;
 
 /// Trains the spec's model on prepared data, optionally resuming from a checkpoint.
+///
+/// When libtorch cannot allocate what the model needs (weights, optimizer state, a batch's
+/// activations), training ends in [`MlError::OutOfMemory`] with the model's estimated need
+/// ([`JobSpec::memory_estimate`]), whether libtorch returned the failure as an error or tch
+/// panicked on it (its infallible constructors, `nn::linear` among them, unwrap). Any other
+/// panic goes on unwinding.
 pub fn train(
+    spec: &JobSpec,
+    prepared: &Prepared,
+    options: &TrainOptions,
+    observer: &mut dyn TrainObserver,
+    resume: Option<&Checkpoint>,
+) -> Result<TrainOutcome> {
+    let run =
+        std::panic::AssertUnwindSafe(|| train_unguarded(spec, prepared, options, observer, resume));
+    match std::panic::catch_unwind(run) {
+        Ok(Err(MlError::Torch(err))) if is_allocation_failure(&err.to_string()) => {
+            Err(out_of_memory(spec, prepared, options, &err.to_string()))
+        }
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or_default();
+            if is_allocation_failure(message) {
+                Err(out_of_memory(spec, prepared, options, message))
+            } else {
+                std::panic::resume_unwind(payload)
+            }
+        }
+    }
+}
+
+/// The user's error for a model libtorch could not allocate, quoting its estimated need.
+fn out_of_memory(
+    spec: &JobSpec,
+    prepared: &Prepared,
+    options: &TrainOptions,
+    message: &str,
+) -> MlError {
+    let shape = kiln_types::DataShape {
+        train_rows: prepared.train_len() as u64,
+        val_rows: prepared.val_len() as u64,
+        sample_shape: prepared
+            .preprocessor
+            .input
+            .sample_shape()
+            .iter()
+            .map(|&d| u64::try_from(d).unwrap_or(0))
+            .collect(),
+        outputs: prepared.outputs() as u64,
+    };
+    MlError::OutOfMemory {
+        estimate_bytes: spec.memory_estimate(&shape).map(|e| e.total_bytes),
+        requested_bytes: requested_bytes(message),
+        device: options.device.resolve().map_or_else(|_| "cuda".to_owned(), |d| d.name()),
+    }
+}
+
+fn train_unguarded(
     spec: &JobSpec,
     prepared: &Prepared,
     options: &TrainOptions,

@@ -9,11 +9,13 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod job;
+pub mod memory;
 pub mod secret;
 pub mod spec;
 
 pub use auth::Role;
 pub use error::ErrorCode;
 pub use job::{DeviceRequirement, JobState, ParseEnumError, WorkerDevice};
+pub use memory::{DataShape, MemoryEstimate};
 pub use secret::Secret;
 pub use spec::{JobSpec, ValidationErrors};

@@ -475,6 +475,10 @@ fn parse_model(value: &Value, errors: &mut ValidationErrors) -> Option<ModelSpec
         "linear" => Some(ModelSpec::Linear),
         "mlp" => {
             let hidden = obj.sizes("hidden", &[64, 32], 1, 65_536, 32, errors);
+            if let Some(hidden) = &hidden {
+                let weights = hidden.windows(2).map(|w| u64::from(w[0]) * u64::from(w[1])).sum();
+                check_layer_weights("model.hidden", "hidden layers", weights, errors);
+            }
             let dropout = obj.probability("dropout", errors);
             let activation = obj.choice(
                 "activation",
@@ -495,6 +499,13 @@ fn parse_model(value: &Value, errors: &mut ValidationErrors) -> Option<ModelSpec
             if kernel_size.is_some_and(|k| k % 2 == 0) {
                 errors.add("model.kernel_size", "must be odd (the convolution is same-padded)");
             }
+            if let (Some(channels), Some(k)) = (&channels, kernel_size) {
+                let weights = channels
+                    .windows(2)
+                    .map(|w| u64::from(w[0]) * u64::from(w[1]) * (k * k) as u64)
+                    .sum();
+                check_layer_weights("model.channels", "convolutions", weights, errors);
+            }
             let dropout = obj.probability("dropout", errors);
             Some(ModelSpec::Cnn {
                 channels: channels?,
@@ -503,6 +514,26 @@ fn parse_model(value: &Value, errors: &mut ValidationErrors) -> Option<ModelSpec
             })
         }
         _ => Some(ModelSpec::TorchScript { dataset_id: obj.uuid("dataset_id", true, errors)? }),
+    }
+}
+
+/// Most weights the layers of a model may hold between them, whatever the data (4 GiB of
+/// 32-bit floats); the API also checks a whole model's estimated memory against its limit
+/// once the data's shape is known ([`crate::memory`]).
+pub const MAX_LAYER_WEIGHTS: u64 = 1 << 30;
+
+/// Refuses layers (hidden-to-hidden, or convolution-to-convolution) holding more than
+/// [`MAX_LAYER_WEIGHTS`] weights between them.
+fn check_layer_weights(path: &str, what: &str, weights: u64, errors: &mut ValidationErrors) {
+    if weights > MAX_LAYER_WEIGHTS {
+        errors.add(
+            path,
+            format!(
+                "the {what} hold {weights} weights between them ({} as 32-bit floats, before \
+                 gradients and optimizer state); at most {MAX_LAYER_WEIGHTS}",
+                crate::memory::format_bytes(weights.saturating_mul(4)),
+            ),
+        );
     }
 }
 
@@ -1048,6 +1079,26 @@ mod tests {
                     "unknown field; expected one of type, hidden, dropout, activation",
                 ),
             ],
+        );
+        check_errors(
+            body(json!({"type": "mlp", "hidden": [65536, 65536]})),
+            &[(
+                "model.hidden",
+                "the hidden layers hold 4294967296 weights between them (16.0 GiB as 32-bit \
+                 floats, before gradients and optimizer state); at most 1073741824",
+            )],
+        );
+        assert!(
+            JobSpec::parse(&body(json!({"type": "mlp", "hidden": [65536, 16384]}))).is_ok(),
+            "exactly at the ceiling"
+        );
+        check_errors(
+            body(json!({"type": "cnn", "channels": [4096, 4096], "kernel_size": 15})),
+            &[(
+                "model.channels",
+                "the convolutions hold 3774873600 weights between them (14.1 GiB as 32-bit \
+                 floats, before gradients and optimizer state); at most 1073741824",
+            )],
         );
         check_errors(
             body(json!({"type": "mlp", "hidden": []})),

@@ -2,8 +2,9 @@
 //! inferred, versions counted up per name.
 //!
 //! The body is never held whole in memory: it streams to a temporary file while it is
-//! hashed and measured (413 past the limit), is parsed there (a malformed file answers 422
-//! naming the row and column, and nothing is stored), and then goes to the artifact store
+//! hashed and measured (413 past the limit), is read there for its schema in one streaming
+//! pass of bounded memory (a malformed file answers 422 naming the row and column, and
+//! nothing is stored), and then goes to the artifact store
 //! under its content address, so the same bytes uploaded twice are stored once.
 
 use std::io::Write;
@@ -139,15 +140,16 @@ pub async fn upload(
         }
         _ => {
             let expect = format.clone();
-            let parsed = web::block(move || kiln_ml::Dataset::from_path(&path))
+            // One streaming pass over the file: memory stays bounded whatever its size.
+            let parsed = web::block(move || kiln_ml::schema_of_file(&path))
                 .await
                 .map_err(ApiError::internal)?;
             match parsed {
-                Ok(ds) if ds.format().as_str() == expect => ds.schema(),
-                Ok(ds) => {
+                Ok((found, schema)) if found.as_str() == expect => schema,
+                Ok((found, _)) => {
                     return Err(ApiError::validation([(
                         "format".to_owned(),
-                        format!("the body is {}, not {expect}", ds.format().as_str()),
+                        format!("the body is {}, not {expect}", found.as_str()),
                     )]));
                 }
                 Err(err) if err.is_user_error() => {

@@ -6,12 +6,18 @@
 //! the dataset can reveal (a target column it lacks, a dataset of another team, a CNN on
 //! tabular data). What the spec's ids resolve to (artifact keys, digests) is recorded on
 //! the job as its `inputs`, so the worker needs nothing but the job row and the store.
+//!
+//! Last, the model's training memory is estimated from the dataset's schema (kiln-types'
+//! `memory`) and a model needing more than `KILN_MAX_MODEL_MEMORY_MIB` is refused with a
+//! 422 naming the field to change (`model.hidden`, `model.channels`,
+//! `hyperparameters.batch_size`) and quoting the estimate.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use kiln_db::repo::{datasets, runs};
 use kiln_queue::{Enqueued, NewJob};
-use kiln_types::Role;
+use kiln_types::memory::format_bytes;
 use kiln_types::spec::{JobSpec, ModelSpec, Task};
+use kiln_types::{DataShape, Role};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -28,15 +34,16 @@ fn input_of(d: &datasets::Dataset) -> Value {
     json!({"id": d.id, "key": d.storage_key, "sha256": d.sha256, "format": d.format, "size_bytes": d.size_bytes})
 }
 
-/// Checks the spec against its dataset (and script); returns the job's inputs or the
-/// offending fields.
+/// Checks the spec against its dataset (and script); returns the job's inputs and the
+/// dataset's shape as the model sees it, or the offending fields.
 async fn resolve_inputs(
     state: &AppState,
     team: Uuid,
     spec: &JobSpec,
     problems: &mut Vec<(String, String)>,
-) -> Result<Value, ApiError> {
+) -> Result<(Value, Option<DataShape>), ApiError> {
     let mut inputs = json!({});
+    let mut shape = None;
     match datasets::get(&state.db, team, spec.dataset_id).await? {
         None => problems.push(("dataset_id".into(), "no dataset with this id in your team".into())),
         Some(d) if d.format == "torchscript" => problems.push((
@@ -46,6 +53,7 @@ async fn resolve_inputs(
         )),
         Some(d) => {
             check_against_schema(spec, &d, problems);
+            shape = data_shape(spec, &d);
             inputs["dataset"] = input_of(&d);
         }
     }
@@ -61,7 +69,70 @@ async fn resolve_inputs(
                 .push(("model.dataset_id".into(), "no upload with this id in your team".into())),
         }
     }
-    Ok(inputs)
+    Ok((inputs, shape))
+}
+
+/// Distinct values a schema counts before it says "more than 100" (`distinct: null`): an
+/// uncounted categorical column is taken to be one-hot encoded this wide, so the estimate
+/// of such a model is a lower bound.
+const UNCOUNTED_DISTINCT: u64 = 101;
+
+/// The shape of the data as the spec's model would see it, from the dataset's schema: a
+/// sample's width (a number column is one feature, a category as many as its distinct
+/// values) or shape, and the number of outputs (classes; at least 2 where the schema does
+/// not count them).
+fn data_shape(spec: &JobSpec, d: &datasets::Dataset) -> Option<DataShape> {
+    let rows = d.schema["rows"].as_u64()?;
+    let split = spec.hyperparameters.validation_split;
+    if d.format == "npz" {
+        let shape: Vec<u64> =
+            d.schema["x"]["shape"].as_array()?.iter().map(Value::as_u64).collect::<Option<_>>()?;
+        let outputs = if spec.task == Task::Classification { 2 } else { 1 };
+        return Some(DataShape::split(rows, split, shape.get(1..)?.to_vec(), outputs));
+    }
+    let columns = d.schema["columns"].as_array()?;
+    let width_of = |c: &Value| match c["type"].as_str() {
+        Some("category") => c["distinct"].as_u64().unwrap_or(UNCOUNTED_DISTINCT),
+        _ => 1,
+    };
+    let target = spec.target.as_deref();
+    let mut features = 0u64;
+    let mut outputs = 1u64;
+    for c in columns {
+        let name = c["name"].as_str()?;
+        if Some(name) == target {
+            if spec.task == Task::Classification {
+                outputs = c["distinct"].as_u64().unwrap_or(UNCOUNTED_DISTINCT);
+            }
+        } else if spec.features.as_ref().is_none_or(|f| f.iter().any(|f| f == name)) {
+            features = features.saturating_add(width_of(c));
+        }
+    }
+    Some(DataShape::split(rows, split, vec![features], outputs))
+}
+
+/// Refuses a model whose estimated training memory exceeds the limit: a 422 naming the
+/// field to change, with the estimate in the message and in `details.memory_estimate`.
+fn check_model_memory(spec: &JobSpec, shape: &DataShape, limit: u64) -> Result<(), ApiError> {
+    let Some(estimate) = spec.memory_estimate(shape) else { return Ok(()) };
+    if estimate.total_bytes <= limit {
+        return Ok(());
+    }
+    let field = estimate.field(spec);
+    let advice = if field == "hyperparameters.batch_size" {
+        "use a smaller batch_size"
+    } else {
+        "use fewer or narrower layers"
+    };
+    let message = format!(
+        "training this model needs {}, more than the limit of {} per job; {advice}",
+        estimate.describe(spec.hyperparameters.batch_size),
+        format_bytes(limit),
+    );
+    let mut err = ApiError::validation([(field.to_owned(), message)]);
+    err.details["memory_estimate"] = json!(estimate);
+    err.details["memory_limit_bytes"] = json!(limit);
+    Err(err)
 }
 
 fn check_against_schema(
@@ -173,9 +244,12 @@ pub async fn submit(
         ApiError::validation(errors.fields().iter().map(|(k, v)| (k.clone(), v.clone())))
     })?;
     let mut problems = Vec::new();
-    let inputs = resolve_inputs(&state, team, &spec, &mut problems).await?;
+    let (inputs, shape) = resolve_inputs(&state, team, &spec, &mut problems).await?;
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
+    }
+    if let Some(shape) = &shape {
+        check_model_memory(&spec, shape, state.limits.model_memory_bytes)?;
     }
     let canonical = spec.to_json();
     // The job row keeps this span's context: the worker continues the trace from here,

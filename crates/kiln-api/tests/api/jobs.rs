@@ -105,6 +105,54 @@ async fn every_bad_field_is_listed() {
 }
 
 #[tokio::test]
+async fn an_oversize_model_is_refused_at_submit_naming_the_field_and_its_memory_estimate() {
+    let app = spawn_app().await;
+    let team = app.team("alpha").await;
+    let dataset = iris(&app, &team).await;
+    let submit = |model: Value, hyperparameters: Value| {
+        let mut body = spec(&dataset);
+        body["model"] = model;
+        body["hyperparameters"] = hyperparameters;
+        app.post("/v1/jobs", &team.member, body)
+    };
+
+    // The model: refused by the spec's own check, before any estimate.
+    let res = submit(json!({"type": "mlp", "hidden": [65536, 65536]}), json!({})).await;
+    let err = assert_error(res, 422, "validation_failed").await;
+    let message = err["error"]["details"]["fields"]["model.hidden"].as_str().unwrap();
+    assert!(message.contains("4294967296 weights between them (16.0 GiB"), "{message}");
+
+    // Within the spec's ceiling, but with Adam about 4.0 GiB to train: over the 4 GiB limit.
+    let res = submit(json!({"type": "mlp", "hidden": [16384, 16384]}), json!({})).await;
+    let err = assert_error(res, 422, "validation_failed").await;
+    let details = &err["error"]["details"];
+    let fields = details["fields"].as_object().unwrap();
+    assert_eq!(fields.keys().collect::<Vec<_>>(), ["model.hidden"], "{err}");
+    let message = fields["model.hidden"].as_str().unwrap();
+    assert!(message.starts_with("training this model needs about 4.0 GiB ("), "{message}");
+    assert!(message.contains("optimizer state 2.0 GiB"), "{message}");
+    assert!(message.contains("more than the limit of 4.0 GiB per job"), "{message}");
+    let estimate = &details["memory_estimate"];
+    let parameters: u64 = (4 * 16384 + 16384) + (16384 * 16384 + 16384) + (16384 * 3 + 3);
+    assert_eq!(estimate["parameters"], parameters);
+    assert_eq!(estimate["weight_bytes"], parameters * 4);
+    assert_eq!(estimate["optimizer_bytes"], parameters * 8, "Adam's two moments");
+    assert!(estimate["total_bytes"].as_u64().unwrap() > 4 << 30, "{estimate}");
+    assert_eq!(details["memory_limit_bytes"], 4u64 << 30);
+    assert!(err["error"]["message"].as_str().unwrap().starts_with("invalid field `model.hidden`"));
+
+    // The same layers with plain SGD need about 2 GiB: accepted.
+    let res = submit(
+        json!({"type": "mlp", "hidden": [16384, 16384]}),
+        json!({"optimizer": "sgd", "epochs": 1}),
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let count: Value = app.get("/v1/jobs", &team.viewer).await.json().await.unwrap();
+    assert_eq!(count["items"].as_array().unwrap().len(), 1, "only the accepted job is queued");
+}
+
+#[tokio::test]
 async fn a_dataset_of_another_team_is_refused_like_a_missing_one() {
     let app = spawn_app().await;
     let a = app.team("alpha").await;

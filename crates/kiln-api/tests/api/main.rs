@@ -105,7 +105,11 @@ async fn spawn(
             (kiln_db::connect(&args).await.expect("connect through the proxy"), Some(proxy))
         }
     };
-    let state = AppState::new(db, store, Limits { json_bytes: 1024 * 1024, upload_bytes }, serving);
+    let state = AppState::new(db, store, Limits {
+            json_bytes: 1024 * 1024,
+            upload_bytes,
+            model_memory_bytes: kiln_api::state::DEFAULT_MAX_MODEL_MEMORY_MIB << 20,
+        }, serving);
         serving,
     );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -138,7 +142,11 @@ impl TestApp {
         let state = AppState::new(
             self.test.db.clone(),
             Arc::new(store),
-            Limits { json_bytes: 1024 * 1024, upload_bytes: 1024 * 1024 },
+            Limits {
+                json_bytes: 1024 * 1024,
+                upload_bytes: 1024 * 1024,
+                model_memory_bytes: kiln_api::state::DEFAULT_MAX_MODEL_MEMORY_MIB << 20,
+            },
             serving,
         );
         let app =

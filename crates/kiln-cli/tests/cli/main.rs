@@ -21,7 +21,11 @@ async fn start() -> Env {
     let state = AppState::new(
         test.db.clone(),
         kiln_store::open_local(artifacts.path()).await.unwrap(),
-        Limits { json_bytes: 1 << 20, upload_bytes: 1 << 20 },
+        Limits {
+            json_bytes: 1 << 20,
+            upload_bytes: 1 << 20,
+            model_memory_bytes: kiln_api::state::DEFAULT_MAX_MODEL_MEMORY_MIB << 20,
+        },
         ServingArgs {
             cache_dir: Some(artifacts.path().join("serving-cache")),
             ..ServingArgs::defaults()

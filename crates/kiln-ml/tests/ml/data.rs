@@ -185,3 +185,93 @@ fn continuous_columns_are_not_label_candidates() {
     );
     assert_eq!(schema["label_candidates"], json!(["y"]));
 }
+
+/// `schema_of_file` (the API's upload path: one streaming pass) must answer exactly what
+/// the whole-file parse answers, schema or error, for every file.
+#[test]
+fn the_streamed_schema_of_a_file_is_the_whole_file_schema_and_errors_alike() {
+    use std::io::Write;
+
+    use kiln_ml::schema_of_file;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = ["iris.csv", "wine.csv", "digits.csv", "digits.npz"]
+        .iter()
+        .map(|name| (name.to_string(), std::fs::read(crate::support::data_path(name)).unwrap()))
+        .collect();
+    // Missing-value tokens, empty cells, numbers and words mixed, integers and not,
+    // 150 distinct values (past the cap), padded cells.
+    let mut mixed = String::from("id, a ,b,c,d\n");
+    for i in 0..400 {
+        let b = match i % 9 {
+            0 => "NA".to_owned(),
+            1 => String::new(),
+            _ => format!(" {} ", i % 4),
+        };
+        let c = if i % 3 == 0 { "word".to_owned() } else { format!("{}.5", i % 150) };
+        let d = if i % 2 == 0 { "x" } else { "" };
+        mixed.push_str(&format!("{i},{},{b},{c},{d}\n", i % 150));
+    }
+    files.push(("mixed.csv".into(), mixed.into_bytes()));
+    let npz = |entries: &[(&str, Vec<u8>)], method: zip::CompressionMethod| {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, bytes) in entries {
+            let options = zip::write::FileOptions::default().compression_method(method);
+            writer.start_file(*name, options).unwrap();
+            writer.write_all(bytes).unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    };
+    let npy = |descr: &str, shape: &str, data: &[u8]| {
+        let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    };
+    let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let x = npy("<f4", "(3, 2)", &floats(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    let y =
+        npy("<i8", "(3,)", &[1i64, 0, 1].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    let nan_x = npy("<f4", "(3, 2)", &floats(&[1.0, 2.0, 3.0, f32::NAN, 5.0, 6.0]));
+    let deflated = zip::CompressionMethod::Deflated;
+    files.extend([
+        ("small.npz".into(), npz(&[("x.npy", x.clone()), ("y.npy", y.clone())], deflated)),
+        (
+            "stored.npz".into(),
+            npz(&[("x.npy", x.clone()), ("y.npy", y.clone())], zip::CompressionMethod::Stored),
+        ),
+        ("nan.npz".into(), npz(&[("x.npy", nan_x.clone()), ("y.npy", y.clone())], deflated)),
+        // A NaN in `x` and no `y`: the missing array is reported first.
+        ("no-y.npz".into(), npz(&[("x.npy", nan_x)], deflated)),
+        ("short.npz".into(), npz(&[("x.npy", x[..x.len() - 3].to_vec()), ("y.npy", y)], deflated)),
+        ("rank.npz".into(), npz(&[("x.npy", x.clone()), ("y.npy", x)], deflated)),
+        ("garbage.npz".into(), b"PK\x03\x04garbage".to_vec()),
+        ("ragged.csv".into(), b"a,b\n1,2\n3\n".to_vec()),
+        ("no-rows.csv".into(), b"a,b\n".to_vec()),
+        ("twice.csv".into(), b"a,b,a\n1,2,3\n".to_vec()),
+        ("unnamed.csv".into(), b"a,,b\n1,2,3\n".to_vec()),
+        ("latin1.csv".into(), b"a,b\n1,2\n3,caf\xe9\n".to_vec()),
+        ("empty.csv".into(), Vec::new()),
+    ]);
+    for (name, bytes) in &files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let whole = Dataset::from_bytes(bytes).map(|d| (d.format(), d.schema()));
+        let streamed = schema_of_file(&path);
+        match (whole, streamed) {
+            (Ok(whole), Ok(streamed)) => assert_eq!(whole, streamed, "{name}"),
+            (Err(whole), Err(streamed)) => {
+                assert!(streamed.is_user_error(), "{name}: {streamed}");
+                assert_eq!(whole.to_string(), streamed.to_string(), "{name}");
+            }
+            (whole, streamed) => panic!("{name}: {whole:?} but streamed {streamed:?}"),
+        }
+    }
+    let (_, mixed) = schema_of_file(dir.path().join("mixed.csv")).unwrap();
+    assert_eq!(mixed["columns"][1]["distinct"], json!(null), "150 distinct values: past the cap");
+    assert_eq!(mixed["columns"][2]["missing"], 45, "empty cells only; NA counts as a value");
+    let nan = schema_of_file(dir.path().join("nan.npz")).unwrap_err();
+    assert!(nan.to_string().contains("non-finite value in sample 1"), "{nan}");
+}
