@@ -63,15 +63,19 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin kiln
+ && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin kiln \
+ && install -d -o 10001 -g 10001 -m 0750 /var/cache/kiln
 
 COPY --from=build /out/libtorch /opt/libtorch
 COPY --from=build /out/bin/ /usr/local/bin/
 RUN kiln-api --version && kiln --version
 
 # Containers listen on every interface; the HEALTHCHECK below assumes port 8080.
+# Bundles are cached under /var/cache/kiln (the user has no home directory): mount a
+# writable volume there when the root file system is read-only (the chart and compose do).
 ENV KILN_API_BIND=0.0.0.0:8080 \
     KILN_LOG_FORMAT=json \
+    KILN_SERVING_CACHE_DIR=/var/cache/kiln/serving \
     OTEL_SERVICE_NAME=kiln-api
 
 USER 10001:10001
