@@ -3,6 +3,7 @@
 //! downloads intact. `telemetry.rs`: one OpenTelemetry trace from the API request through
 //! the queue to the worker, and silence without a collector.
 
+mod metrics;
 mod platform;
 mod telemetry;
 
