@@ -46,7 +46,7 @@ env_args=(-e KILN_DATABASE_URL="$db_url" -e KILN_ARTIFACT_STORE=s3://kiln/smoke
   -e AWS_REGION=us-east-1 -e AWS_ACCESS_KEY_ID=kiln-smoke -e AWS_SECRET_ACCESS_KEY=kiln-smoke-secret-0123)
 # What the chart does: read-only root, non-root (the image's own USER), writable /tmp and
 # /var/cache/kiln only.
-run_args=(--network=host --read-only --tmpfs /tmp:rw,size=512m --tmpfs /var/cache/kiln:rw,size=1g,uid=10001,gid=10001,mode=0750)
+run_args=(--network=host --read-only --tmpfs /tmp:rw,size=512m --tmpfs /var/cache/kiln:rw,size=1g,U)
 cli() { podman run --rm "${run_args[@]}" "${env_args[@]}" -e KILN_API_URL="http://127.0.0.1:$api_port" \
   ${KILN_TOKEN:+-e KILN_TOKEN="$KILN_TOKEN"} --entrypoint /usr/local/bin/kiln "$api_image" "$@"; }
 
