@@ -24,7 +24,14 @@
 # NVIDIA container runtime keys on (NVIDIA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES, the
 # CUDA version requirement checked against the node's driver).
 
-FROM rust:1.94-slim-bookworm AS build
+# Two ways to an image, one runtime base (see api.Dockerfile): target `runtime` (default)
+# compiles in the `build` stage; target `prebuilt` packs binaries and libtorch compiled
+# outside (scripts/images.sh). Base images and the package index are build arguments.
+# checkov:skip=CKV_DOCKER_7:FROM ${BUILD_IMAGE} and ${RUNTIME_IMAGE} are build arguments whose defaults are pinned tags; checkov cannot see through the argument
+ARG BUILD_IMAGE=rust:1.94-slim-bookworm
+ARG RUNTIME_IMAGE=nvidia/cuda:13.0.0-base-ubuntu24.04
+
+FROM ${BUILD_IMAGE} AS build
 
 # g++ compiles torch-sys's C++ wrapper; python3-venv holds the wheels; patchelf rewrites the
 # RUNPATH. None of them reaches the runtime image. Debian versions are not pinned: the mirror
@@ -39,8 +46,9 @@ RUN apt-get update \
 ENV VIRTUAL_ENV=/opt/torch-venv
 ENV PATH=/opt/torch-venv/bin:$PATH \
     LIBTORCH_USE_PYTORCH=1
+ARG PIP_INDEX_URL=https://pypi.org/simple
 RUN python3 -m venv /opt/torch-venv \
- && pip install --no-cache-dir torch==2.13.0
+ && pip install --no-cache-dir --index-url "$PIP_INDEX_URL" torch==2.13.0
 
 # The git commit kiln-ml records in model lineage (.git is not part of the build context).
 ARG KILN_GIT_COMMIT=unknown
@@ -63,7 +71,7 @@ RUN site="$(python -c 'import os, torch; print(os.path.dirname(os.path.dirname(t
  && rm -rf /out/libtorch/torch/lib/libtorch_python.so /out/libtorch/torch/lib/libshm* \
  && patchelf --set-rpath /opt/libtorch/torch/lib /out/bin/kiln-worker
 
-FROM nvidia/cuda:13.0.0-base-ubuntu24.04 AS runtime
+FROM ${RUNTIME_IMAGE} AS base
 
 # ca-certificates: TLS to S3 and RDS. Not pinned, see above.
 # hadolint ignore=DL3008
@@ -71,25 +79,34 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --create-home --home-dir /home/kiln \
-      --shell /usr/sbin/nologin kiln
-
-COPY --from=build /out/libtorch /opt/libtorch
-COPY --from=build /out/bin/kiln-worker /usr/local/bin/kiln-worker
-# Loads libtorch and libtorch_cuda (no GPU needed): a broken layout fails the build here.
-RUN kiln-worker --version
+      --shell /usr/sbin/nologin kiln \
+ && install -d -o 10001 -g 10001 -m 0750 /var/cache/kiln
 
 # On a GPU node the chart sets KILN_WORKER_DEVICE=cuda (auto would fall back to the CPU
 # silently when the GPU is missing). Datasets are cached under the home directory unless
-# KILN_WORKER_CACHE_DIR says otherwise (the chart mounts an emptyDir there).
+# KILN_WORKER_CACHE_DIR says otherwise (the chart mounts an emptyDir at /var/cache/kiln).
 ENV KILN_LOG_FORMAT=json \
     KILN_WORKER_CACHE_DIR=/home/kiln/cache \
     OTEL_SERVICE_NAME=kiln-worker
 
 USER 10001:10001
 WORKDIR /home/kiln
-# The worker serves no HTTP: its liveness is its heartbeat in PostgreSQL (`kiln workers
-# list`), and a worker that dies ends the container. This check only tells a stopped or
-# zombie process (State T or Z) from a running one.
+# The worker's HTTP is its metrics listener only (KILN_WORKER_METRICS_BIND, off by default):
+# its liveness is its heartbeat in PostgreSQL (`kiln workers list`), and a worker that
+# dies ends the container. This check only tells a stopped or zombie process (State T or
+# Z) from a running one.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
   CMD ["/bin/sh", "-c", "grep -Eq '^State:[[:space:]]+[RSD]' /proc/1/status || exit 1"]
 ENTRYPOINT ["/usr/local/bin/kiln-worker"]
+
+# The binary and libtorch (+ the CUDA wheels) compiled outside (scripts/images.sh).
+FROM base AS prebuilt
+COPY prebuilt/libtorch /opt/libtorch
+COPY prebuilt/bin/kiln-worker /usr/local/bin/kiln-worker
+RUN kiln-worker --version
+
+FROM base AS runtime
+COPY --from=build /out/libtorch /opt/libtorch
+COPY --from=build /out/bin/kiln-worker /usr/local/bin/kiln-worker
+# Loads libtorch and libtorch_cuda (no GPU needed): a broken layout fails the build here.
+RUN kiln-worker --version

@@ -49,26 +49,68 @@ kiln_pg_bindir() {
   printf '%s\n' "$dir"
 }
 
-# Starts (creating on first use) a private cluster in $1 on port $2, trust auth, loopback
-# only. Runs as the `postgres` user when we are root (initdb refuses root).
+# Where the private cluster asked for at $1 really lives. As root the server runs as user
+# `postgres` (initdb refuses root), who must be able to reach the data directory: a clone in
+# root's 0700 home directory is out of its reach, so there the data goes to
+# /var/tmp/kiln-postgres-<hash of $1>/ and $1 becomes a symlink to it (the link records the
+# place, and `ls -l` shows it). A path that is already a cluster, or a link to one, stays.
+kiln_private_pg_datadir() {
+  local data="$1" parent hash
+  if [ -L "$data" ]; then readlink -f "$data"; return; fi
+  if [ -f "$data/PG_VERSION" ] || [ "$(id -u)" != 0 ]; then printf '%s\n' "$data"; return; fi
+  parent=$(dirname "$data")
+  mkdir -p "$parent"
+  # Search permission on the parent implies it on every directory above it.
+  if runuser -u postgres -- test -x "$parent" 2>/dev/null; then printf '%s\n' "$data"; return; fi
+  hash=$(printf '%s' "$(cd "$parent" && pwd -P)/$(basename "$data")" | sha256sum | cut -c1-16)
+  printf '%s\n' "/var/tmp/kiln-postgres-$hash"
+}
+
+# Starts (creating on first use) a private cluster at $1 on port $2, trust auth, loopback
+# only. Runs as the `postgres` user when we are root (initdb refuses root); see
+# kiln_private_pg_datadir for where its files go then.
 kiln_start_private_postgres() {
-  local data="$1" port="$2" bindir as=()
+  local data="$1" port="$2" bindir as=() real
   bindir=$(kiln_pg_bindir) || return 1
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
     as=(runuser -u postgres --)
   fi
-  mkdir -p "$data" && [ "$(id -u)" = 0 ] && chown postgres "$data" "$(dirname "$data")"
-  if [ ! -f "$data/PG_VERSION" ]; then
-    kiln_log "creating a private PostgreSQL cluster in $data"
-    "${as[@]}" "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null || return 1
+  real=$(kiln_private_pg_datadir "$data")
+  if [ "$real" != "$data" ] && [ ! -L "$data" ]; then
+    # Out of postgres's reach: the cluster lives at $real, owned by postgres, mode 0700.
+    # /var/tmp is world-writable, so a directory someone else made there is refused.
+    if [ -e "$real" ] && [ "$(stat -c %U "$real")" != postgres ]; then
+      kiln_log "$real exists and is not owned by postgres; remove it or set KILN_DATABASE_URL"; return 1
+    fi
+    install -d -o postgres -m 0700 "$real"
+    rmdir "$data" 2>/dev/null || true
+    [ -e "$data" ] && { kiln_log "$data is in the way of the link to $real"; return 1; }
+    ln -s "$real" "$data"
+    kiln_log "user postgres cannot reach $(dirname "$data"); its data lives in $real ($data links there)"
   fi
-  if ! "${as[@]}" "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+  mkdir -p "$real"
+  [ "$(id -u)" = 0 ] && chown postgres "$real"
+  if [ ! -f "$real/PG_VERSION" ]; then
+    kiln_log "creating a private PostgreSQL cluster in $real"
+    "${as[@]}" "$bindir/initdb" -D "$real" -U postgres --auth=trust -E UTF8 >/dev/null || return 1
+  fi
+  if ! "${as[@]}" "$bindir/pg_ctl" -D "$real" status >/dev/null 2>&1; then
     kiln_log "starting PostgreSQL on 127.0.0.1:$port"
-    "${as[@]}" "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+    "${as[@]}" "$bindir/pg_ctl" -D "$real" -l "$real/server.log" -w -t 60 \
       -o "-p $port -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=400 -c fsync=off" \
-      start >/dev/null || { tail -n 20 "$data/server.log" >&2; return 1; }
+      start >/dev/null || { tail -n 20 "$real/server.log" >&2; return 1; }
   fi
+}
+
+# Stops the private cluster started at $1 (if it runs).
+kiln_stop_private_postgres() {
+  local real bindir as=()
+  real=$(kiln_private_pg_datadir "$1")
+  [ -f "$real/PG_VERSION" ] || return 0
+  bindir=$(kiln_pg_bindir) || return 1
+  [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+  "${as[@]}" "$bindir/pg_ctl" -D "$real" -m fast stop >/dev/null 2>&1 && kiln_log "stopped PostgreSQL" || true
 }
 
 # Makes sure a PostgreSQL answers at $KILN_TEST_DATABASE_URL: the one given, or a private

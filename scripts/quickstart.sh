@@ -41,18 +41,16 @@ stop_pid() {
 if [ "${stop:-}" = 1 ]; then
   stop_pid kiln-worker
   stop_pid kiln-api
-  if [ -f "$state/postgres/PG_VERSION" ]; then
-    bindir=$(kiln_pg_bindir)
-    as=(); [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
-    "${as[@]}" "$bindir/pg_ctl" -D "$state/postgres" -m fast stop >/dev/null 2>&1 && kiln_log "stopped PostgreSQL" || true
-  fi
+  [ -e "$state/postgres" ] && kiln_stop_private_postgres "$state/postgres"
   exit 0
 fi
 
 kiln_ensure_libtorch
 command -v curl >/dev/null || kiln_apt_install curl >&2
 
-# 1. PostgreSQL: the one given, or a private cluster under .kiln/postgres.
+# 1. PostgreSQL: the one given, or a private cluster under .kiln/postgres (as root in a
+#    directory user postgres cannot reach, e.g. a clone in /root, .kiln/postgres links to
+#    /var/tmp/kiln-postgres-<hash>: see kiln_private_pg_datadir in env.sh).
 if [ -z "${KILN_DATABASE_URL:-}" ]; then
   command -v psql >/dev/null 2>&1 || kiln_apt_install postgresql-client >&2
   kiln_start_private_postgres "$state/postgres" "${KILN_QUICKSTART_PG_PORT:-55433}"
@@ -64,6 +62,8 @@ fi
 export KILN_ARTIFACT_STORE="${KILN_ARTIFACT_STORE:-file://$state/artifacts}"
 export KILN_API_BIND="${KILN_API_BIND:-127.0.0.1:8080}"
 export KILN_API_URL="http://$KILN_API_BIND"
+# The worker's own Prometheus metrics (epoch times, checkpoint sizes).
+export KILN_WORKER_METRICS_BIND="${KILN_WORKER_METRICS_BIND:-127.0.0.1:9091}"
 
 # 2. Build.
 kiln_log "building ($profile)"
@@ -128,6 +128,23 @@ kiln_log "predicting (kiln predict iris --instances examples/iris-instances.json
 kiln predict iris --instances examples/iris-instances.json | tee "$state/predictions.txt"
 grep -q "answered by iris version $version" "$state/predictions.txt"
 
+# 8. What the README's tour needs: the job spec above (.kiln/iris-job.json) and an env
+#    file to source, so every command of the tour runs as written.
+env_file="$state/env"
+umask 077
+{
+  echo "# Written by scripts/quickstart.sh: \`. $env_file\` to continue by hand (the README's tour)."
+  printf 'export KILN_API_URL=%q\n' "$KILN_API_URL"
+  printf 'export KILN_TOKEN=%q       # team demo, maintainer\n' "$KILN_TOKEN"
+  printf 'export KILN_ADMIN_TOKEN=%q\n' "$admin"
+  printf 'export KILN_DATABASE_URL=%q\n' "$KILN_DATABASE_URL"
+  printf 'export KILN_ARTIFACT_STORE=%q\n' "$KILN_ARTIFACT_STORE"
+  printf 'export KILN_WORKER_METRICS_URL=%q\n' "http://$KILN_WORKER_METRICS_BIND/metrics"
+  printf 'export DATASET_ID=%q JOB_ID=%q MODEL_VERSION=%q   # what this run made\n' "$dataset_id" "$job_id" "$version"
+  printf 'export PATH=%q:"$PATH"   # kiln, kiln-api, kiln-worker (%s build)\n' "$bin" "$profile"
+} >"$env_file"
+umask 022
+
 shown_state="${state#"$KILN_ROOT"/}"
 cat <<SUMMARY
 
@@ -142,17 +159,13 @@ What it did: uploaded Iris (dataset $dataset_id), trained job $job_id
 alias production at it, deployed it as iris (following production) and ran the
 predictions above through it.
 
-Continue by hand:
-  export KILN_API_URL=$KILN_API_URL
-  export KILN_TOKEN=\$(cat $shown_state/demo-token)     # team demo, maintainer
-  $bin/kiln jobs list
-  $bin/kiln jobs logs $job_id
-  curl -s -H "Authorization: Bearer \$KILN_TOKEN" $KILN_API_URL/v1/jobs/$job_id/metrics
-  curl -s -H "Authorization: Bearer \$KILN_TOKEN" $KILN_API_URL/v1/models/iris/versions
-  $bin/kiln deployments show iris
-  curl -s -H "Authorization: Bearer \$KILN_TOKEN" -H 'content-type: application/json' \
-    -d '{"instances": [{"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}]}' \
-    $KILN_API_URL/v1/deployments/iris/predict
-  # admin token: $shown_state/admin-token  (kiln queue stats, kiln workers list)
+Continue by hand (the README's tour runs as written after this):
+  . $shown_state/env        # KILN_API_URL, KILN_TOKEN (demo's maintainer), KILN_ADMIN_TOKEN,
+                            # KILN_DATABASE_URL, JOB_ID=$job_id; kiln on PATH
+  kiln jobs list
+  kiln jobs logs "\$JOB_ID"
+  kiln deployments show iris
+  kiln predict iris --instances examples/iris-instances.json
+  KILN_TOKEN=\$KILN_ADMIN_TOKEN kiln queue stats
 Stop everything: scripts/quickstart.sh --stop
 SUMMARY

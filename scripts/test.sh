@@ -36,24 +36,65 @@ kiln_log "cargo test"
 results=$(mktemp)
 cargo test --workspace --locked "${skip[@]}" 2>&1 | tee "$results"
 # The README's command one, against the debug builds just tested, twice (a second run must
-# reuse what the first started), in a temp dir with its own PostgreSQL and ports.
-kiln_log "quickstart (twice), then --stop"
-qs_state=$(mktemp -d)
+# reuse what the first started), with its own PostgreSQL and ports, from a directory laid
+# out like a clone in root's home: $home is mode 0700, so user postgres cannot reach the
+# state directory under it (the private cluster's data must go elsewhere: env.sh's
+# kiln_private_pg_datadir). Then the README's tour, command by command, against that stack.
+kiln_log "quickstart (twice, state in a 0700 directory), the README's tour, then --stop"
+qs_tmp=$(mktemp -d)
+home="$qs_tmp/home" && mkdir -m 0700 "$home" && mkdir "$home/kiln"
+ln -s "$KILN_ROOT/data" "$home/kiln/data" && ln -s "$KILN_ROOT/examples" "$home/kiln/examples"
+qs_state="$home/kiln/.kiln"
 qs_env=(KILN_QUICKSTART_STATE="$qs_state" KILN_QUICKSTART_PG_PORT="$(kiln_free_port)"
-        KILN_API_BIND="127.0.0.1:$(kiln_free_port)")
+        KILN_API_BIND="127.0.0.1:$(kiln_free_port)" KILN_WORKER_METRICS_BIND="127.0.0.1:$(kiln_free_port)")
+qs_fail() { cat "$1"; tail -n 40 "$qs_state"/logs/*.log; env "${qs_env[@]}" bash scripts/quickstart.sh --stop; exit 1; }
 for run in 1 2; do
-  if ! env "${qs_env[@]}" bash scripts/quickstart.sh >"$qs_state/run-$run.txt" 2>&1; then
-    cat "$qs_state/run-$run.txt"; tail -n 40 "$qs_state"/logs/*.log
-    env "${qs_env[@]}" bash scripts/quickstart.sh --stop; exit 1
-  fi
+  env "${qs_env[@]}" bash scripts/quickstart.sh >"$qs_tmp/run-$run.txt" 2>&1 || qs_fail "$qs_tmp/run-$run.txt"
 done
-grep -q "answered by iris version 2" "$qs_state/run-2.txt" || { cat "$qs_state/run-2.txt"; exit 1; }
+grep -q "answered by iris version 2" "$qs_tmp/run-2.txt" || qs_fail "$qs_tmp/run-2.txt"
+if [ "$(id -u)" = 0 ]; then
+  [ -L "$qs_state/postgres" ] || { kiln_log "the private PostgreSQL was not moved out of the 0700 directory"; qs_fail "$qs_tmp/run-1.txt"; }
+fi
+python3 scripts/tour.py --self-test >/dev/null 2>&1 || { python3 scripts/tour.py --self-test; exit 1; }
+python3 scripts/tour.py README.md "$home/kiln" >"$qs_tmp/tour.txt" 2>&1 || qs_fail "$qs_tmp/tour.txt"
+tail -n 1 "$qs_tmp/tour.txt"
+# The dashboard and alert rules against what that stack's binaries expose now (after the
+# tour: a finished job, predictions, a drift report).
+(. "$qs_state/env" && KILN_TOKEN=$KILN_ADMIN_TOKEN bash scripts/check-observability.sh \
+  "$KILN_API_URL/metrics" "$KILN_WORKER_METRICS_URL") >"$qs_tmp/observability.txt" 2>&1 \
+  || qs_fail "$qs_tmp/observability.txt"
+tail -n 2 "$qs_tmp/observability.txt"
 env "${qs_env[@]}" bash scripts/quickstart.sh --stop
-rm -rf "$qs_state"
-kiln_log "quickstart: ok"
+qs_pg=$(readlink -f "$qs_state/postgres")
+rm -rf "$qs_tmp"; case "$qs_pg" in /var/tmp/kiln-postgres-*) rm -rf "$qs_pg" ;; esac
+kiln_log "quickstart and tour: ok"
 
 kiln_log "deploy/ and terraform/: static checks"
 bash scripts/check-deploy.sh
+# The images, built from the Dockerfiles with podman and run through the main job: slow
+# (minutes, several GB of libtorch copied into layers), so only where podman works here.
+# KILN_IMAGES_SMOKE=0 skips it; =1 installs podman, runc and mmdebstrap when missing.
+images_skip=""
+if [ "${KILN_IMAGES_SMOKE:-}" = 0 ]; then
+  images_skip="KILN_IMAGES_SMOKE=0"
+elif ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+  if [ "${KILN_IMAGES_SMOKE:-}" = 1 ]; then kiln_apt_install podman runc mmdebstrap >&2
+  else images_skip="podman or runc is not installed (apt-get install podman runc mmdebstrap, or KILN_IMAGES_SMOKE=1)"; fi
+fi
+if [ -z "$images_skip" ]; then
+  conf=$(mktemp); printf '[containers]\ndefault_ulimits = []\n' >"$conf"
+  if ! probe=$(CONTAINERS_CONF="$conf" podman --runtime runc info 2>&1 >/dev/null); then
+    images_skip="podman cannot run here: $(head -n 1 <<<"$probe")"
+  fi
+  rm -f "$conf"
+fi
+if [ -n "$images_skip" ]; then
+  kiln_log "images smoke test: SKIPPED: $images_skip"
+else
+  kiln_log "images: podman build (target prebuilt) and the main job through the containers"
+  bash scripts/images.sh smoke --tag test
+fi
+
 kiln_log "schemathesis against the running kiln-api"
 bash scripts/schemathesis.sh
 

@@ -6,6 +6,7 @@
 //! upload leaves kiln-api's peak memory within 64 MiB of where it was.
 
 mod chaos;
+mod metrics;
 mod platform;
 mod telemetry;
 mod upload_memory;

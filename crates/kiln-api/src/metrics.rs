@@ -7,7 +7,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::state::AppState;
@@ -20,6 +21,10 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// Queue depth by state (crate::telemetry), refreshed when `/metrics` is scraped.
     pub queue: crate::telemetry::QueueGauges,
+    /// The largest feature PSI of each deployment version's last drift report.
+    pub drift_psi: GaugeVec,
+    /// 1 when that report flagged drift (some feature above its threshold), else 0.
+    pub drift_flagged: IntGaugeVec,
 }
 
 impl Metrics {
@@ -44,14 +49,51 @@ impl Metrics {
         registry.register(Box::new(requests.clone())).expect("register once");
         registry.register(Box::new(latency.clone())).expect("register once");
         let queue = crate::telemetry::QueueGauges::register(&registry);
-        Self { registry, requests, latency, queue }
+        let drift_labels = &["team", "deployment", "version"];
+        let drift_psi = GaugeVec::new(
+            Opts::new(
+                "kiln_drift_max_psi",
+                "Largest feature PSI of the last drift report of a deployment version",
+            ),
+            drift_labels,
+        )
+        .expect("valid metric");
+        let drift_flagged = IntGaugeVec::new(
+            Opts::new(
+                "kiln_drift_flagged",
+                "1 when the last drift report of a deployment version flagged a feature",
+            ),
+            drift_labels,
+        )
+        .expect("valid metric");
+        registry.register(Box::new(drift_psi.clone())).expect("register once");
+        registry.register(Box::new(drift_flagged.clone())).expect("register once");
+        Self { registry, requests, latency, queue, drift_psi, drift_flagged }
     }
 
-    /// The Prometheus text exposition of every registered metric.
+    /// Records the outcome of a drift report (`GET /v1/deployments/{name}/drift`).
+    pub fn record_drift(
+        &self,
+        team: &str,
+        deployment: &str,
+        version: i32,
+        max_psi: f64,
+        flagged: bool,
+    ) {
+        let version = version.to_string();
+        let labels = [team, deployment, version.as_str()];
+        self.drift_psi.with_label_values(&labels).set(max_psi);
+        self.drift_flagged.with_label_values(&labels).set(i64::from(flagged));
+    }
+
+    /// The Prometheus text exposition of every registered metric, then the job series
+    /// derived from PostgreSQL at the last refresh (crate::telemetry::QueueGauges).
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
-        String::from_utf8(out).expect("prometheus text is UTF-8")
+        let mut text = String::from_utf8(out).expect("prometheus text is UTF-8");
+        text.push_str(&self.queue.job_series());
+        text
     }
 }
 

@@ -40,7 +40,9 @@ use uuid::Uuid;
 
 pub use error::QueueError;
 pub use job::{Job, JobAttempt, JobEvent};
-pub use stats::{QueueStats, RunningLease, StateCount};
+pub use stats::{
+    AliveWorkers, DurationHistogram, JobMetrics, QueueStats, RunningLease, StateCount,
+};
 pub use waiter::{Waiter, Wake};
 pub use workers::{WorkerInfo, WorkerRow};
 
@@ -779,6 +781,17 @@ impl Queue {
     /// Counts per state and team, the oldest queued job's age, and the running leases.
     pub async fn stats(&self) -> Result<QueueStats, QueueError> {
         stats::collect(&self.pool).await
+    }
+
+    /// Job durations and queue waits as cumulative bucket counts over `bounds` (seconds,
+    /// ascending), by team (and outcome), and the workers heard from within
+    /// `alive_seconds`, by device: what the API's `/metrics` exposes.
+    pub async fn job_metrics(
+        &self,
+        bounds: &[f64],
+        alive_seconds: f64,
+    ) -> Result<JobMetrics, QueueError> {
+        stats::collect_job_metrics(&self.pool, bounds, alive_seconds).await
     }
 }
 

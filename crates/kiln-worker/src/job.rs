@@ -397,6 +397,8 @@ impl JobCtx {
         let line = self.save_checkpoint_in_span(epoch, bytes).instrument(span.clone()).await;
         if line.as_ref().is_some_and(|l| l.level != "info") {
             span.record("otel.status_code", "error");
+        } else if line.is_some() {
+            crate::metrics::checkpoint_stored(bytes.len());
         }
         line
     }
@@ -790,6 +792,7 @@ impl EpochSpans {
             span.record("train.loss", metrics.train_loss);
             span.record("val.loss", metrics.val_loss);
             if !partial && seconds > 0.0 {
+                crate::metrics::epoch_finished(seconds, self.model_type, self.device);
                 let rate = self.samples as f64 / seconds;
                 span.record("samples_per_second", rate);
                 kiln_telemetry::metrics::epoch_throughput(rate, self.model_type, self.device);

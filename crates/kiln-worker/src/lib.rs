@@ -30,11 +30,13 @@
 //! `KILN_WORKER_CACHE_DIR`, `KILN_SHUTDOWN_GRACE_SECONDS` (30),
 //! `KILN_CHECKPOINT_EVERY_SECONDS` (600), `KILN_TORCH_THREADS`, `KILN_POLL_SECONDS` (5),
 //! `KILN_RETRY_BACKOFF_SECONDS` (5), `KILN_RETRY_BACKOFF_CAP_SECONDS` (600),
-//! `KILN_WORKER_MAX_JOBS` (`--max-jobs`).
+//! `KILN_WORKER_MAX_JOBS` (`--max-jobs`), `KILN_WORKER_METRICS_BIND` (its own `/metrics`,
+//! see the `metrics` module; off when unset).
 
 mod control;
 mod inputs;
 mod job;
+mod metrics;
 pub mod settings;
 pub mod shutdown;
 mod worker;

@@ -91,6 +91,11 @@ pub struct Settings {
     /// Exit after this many jobs (whatever their outcome) [default: run until signalled].
     #[arg(long = "max-jobs", env = "KILN_WORKER_MAX_JOBS")]
     pub max_jobs: Option<u64>,
+
+    /// Serve the worker's Prometheus metrics (epoch times, checkpoint sizes, attempts by
+    /// outcome) at `GET /metrics` on this address, e.g. 0.0.0.0:9091 [default: not served].
+    #[arg(long = "metrics-bind", env = "KILN_WORKER_METRICS_BIND", value_name = "ADDR")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 fn seconds(s: &str) -> Result<f64, String> {

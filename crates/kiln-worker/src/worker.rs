@@ -50,6 +50,10 @@ pub async fn run(settings: Settings, shutdown: Arc<Shutdown>) -> anyhow::Result<
         version: env!("CARGO_PKG_VERSION").to_owned(),
         lease: settings.lease(),
     };
+    let metrics = match settings.metrics_bind {
+        Some(addr) => Some(crate::metrics::serve(addr, device.as_str()).await?),
+        None => None,
+    };
     queue.register_worker(&info).await.context("registering the worker")?;
     let mut waiter = queue.waiter().await.context("listening for new jobs")?;
     tracing::info!(
@@ -60,6 +64,7 @@ pub async fn run(settings: Settings, shutdown: Arc<Shutdown>) -> anyhow::Result<
         cache = %cache_dir.display(),
         lease_seconds = settings.lease_seconds,
         heartbeat_seconds = settings.heartbeat_seconds,
+        metrics = metrics.map(|a| a.to_string()),
         "kiln-worker started"
     );
 
@@ -105,6 +110,7 @@ pub async fn run(settings: Settings, shutdown: Arc<Shutdown>) -> anyhow::Result<
                 *current_job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job_id);
                 let span = job_span(&env, &lease, claim_started.0);
                 let job_started = Instant::now();
+                crate::metrics::busy(true);
                 let model_type = model_type(&lease.job.spec);
                 let end = async {
                     tracing::info!(job = %job_id, attempt = lease.job.attempt, "claimed a job");
@@ -125,6 +131,8 @@ pub async fn run(settings: Settings, shutdown: Arc<Shutdown>) -> anyhow::Result<
                     &model_type,
                     env.device_name,
                 );
+                crate::metrics::job_finished(job_started.elapsed().as_secs_f64(), end.as_str());
+                crate::metrics::busy(false);
                 *current_job.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 jobs_ended += 1;
             }

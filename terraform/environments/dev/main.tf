@@ -66,3 +66,17 @@ module "registry" {
   force_delete = var.environment == "dev"
   tags         = local.tags
 }
+
+module "ci" {
+  source                      = "../../modules/ci"
+  count                       = var.github_repository == "" ? 0 : 1
+  name                        = local.name
+  github_repository           = var.github_repository
+  github_ref                  = var.github_deploy_ref
+  create_github_oidc_provider = var.create_github_oidc_provider
+  ecr_repository_arns         = values(module.registry.repository_arns)
+  cluster_name                = module.cluster.cluster_name
+  namespace                   = var.kubernetes_namespace
+  terraform_state_bucket      = var.terraform_state_bucket
+  tags                        = local.tags
+}

@@ -63,3 +63,8 @@ output "helm_values" {
     }
   })
 }
+
+output "ci_role_arn" {
+  description = "The role .github/workflows/deploy.yaml assumes (repository variable AWS_DEPLOY_ROLE_ARN); null without github_repository."
+  value       = one(module.ci[*].role_arn)
+}

@@ -68,3 +68,27 @@ variable "image_tag" {
   type        = string
   default     = "latest-build"
 }
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository whose workflow deploys this environment (.github/workflows/deploy.yaml). Empty: no CI role."
+  type        = string
+  default     = ""
+}
+
+variable "github_deploy_ref" {
+  description = "The only git ref whose workflow runs may deploy."
+  type        = string
+  default     = "refs/heads/main"
+}
+
+variable "create_github_oidc_provider" {
+  description = "Create the account's GitHub Actions OIDC provider (false when the account has one already)."
+  type        = bool
+  default     = true
+}
+
+variable "terraform_state_bucket" {
+  description = "The S3 bucket of this environment's state (versions.tf's backend), which CI reads its outputs from. Empty: CI gets no state access."
+  type        = string
+  default     = ""
+}

@@ -549,12 +549,15 @@ pub async fn drift(
             missing: f.missing,
         })
         .collect();
+    let drifted = features.iter().any(|f| f.drifted);
+    let max_psi = features.iter().map(|f| f.psi).fold(0.0, f64::max);
+    state.metrics.record_drift(&row.team_name, &row.name, engine.version, max_psi, drifted);
     Ok(web::Json(DriftReport {
         deployment: row.name,
         model_version: engine.version,
         window: rows.len() as u64,
         threshold,
-        drifted: features.iter().any(|f| f.drifted),
+        drifted,
         features,
     }))
 }
