@@ -110,8 +110,6 @@ async fn spawn(
             upload_bytes,
             model_memory_bytes: kiln_api::state::DEFAULT_MAX_MODEL_MEMORY_MIB << 20,
         }, serving);
-        serving,
-    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let app = Application::from_state(state, listener, Some(2))
         .unwrap()
