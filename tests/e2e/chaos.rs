@@ -140,13 +140,15 @@ async fn chaos_twenty_worker_kills_over_eight_jobs_lose_nothing_and_finish_each_
                 continue; // about to finish: kill one with work left
             }
             let attempt = job["attempt"].as_i64().unwrap();
-            if attempt > 1 && resumed_at(&log_lines(&p, &team.token, job_id).await, attempt).is_none()
+            if attempt > 1
+                && resumed_at(&log_lines(&p, &team.token, job_id).await, attempt).is_none()
             {
                 continue;
             }
-            let pid = workers.as_array().unwrap().iter().find_map(|w| {
-                (w["id"] == lease["worker_id"]).then(|| w["pid"].as_u64()).flatten()
-            });
+            let pid =
+                workers.as_array().unwrap().iter().find_map(|w| {
+                    (w["id"] == lease["worker_id"]).then(|| w["pid"].as_u64()).flatten()
+                });
             if let Some(pid) = pid.map(|pid| pid as u32).filter(|pid| pids.contains(pid)) {
                 killable.push((job_id.to_owned(), pid));
             }
@@ -195,7 +197,10 @@ async fn chaos_twenty_worker_kills_over_eight_jobs_lose_nothing_and_finish_each_
         let lines = log_lines(&p, &team.token, job_id).await;
         for a in 2..=attempt {
             let from = resumed_at(&lines, a);
-            assert!(from.is_some_and(|e| e > 0), "job {job_id} attempt {a} did not resume: {from:?}");
+            assert!(
+                from.is_some_and(|e| e > 0),
+                "job {job_id} attempt {a} did not resume: {from:?}"
+            );
         }
         if killed > 0 {
             assert!(job["resumed_from_epoch"].as_i64().unwrap() > 0, "{job}");

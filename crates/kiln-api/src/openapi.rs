@@ -80,10 +80,14 @@ impl CommonErrors {
     }
 
     fn response(description: &str) -> RefOr<Response> {
-        let content = ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("ErrorBody")))
-            .build();
-        RefOr::T(ResponseBuilder::new().description(description).content("application/json", content).build())
+        let content =
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build(),
+        )
     }
 }
 

@@ -78,7 +78,10 @@ async fn duplicate_metric_points_are_folded_to_the_latest_by_the_migration_that_
     let name = format!("kiln_test_{}", uuid::Uuid::new_v4().simple());
     let server = sea_orm::Database::connect(admin_url()).await.unwrap();
     let backend = server.get_database_backend();
-    server.execute(Statement::from_string(backend, format!("CREATE DATABASE {name}"))).await.unwrap();
+    server
+        .execute(Statement::from_string(backend, format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
     let db = sea_orm::Database::connect(replace_database(&admin_url(), &name)).await.unwrap();
     let before = kiln_db::Migrator::migrations()
         .iter()
@@ -86,8 +89,7 @@ async fn duplicate_metric_points_are_folded_to_the_latest_by_the_migration_that_
         .expect("m0003_integrity is registered");
     kiln_db::Migrator::up(&db, Some(before as u32)).await.unwrap();
     let sql = |s: &str| Statement::from_string(backend, s.to_owned());
-    db.execute(sql(
-        "INSERT INTO metrics (run_id, name, step, value, ts) VALUES \
+    db.execute(sql("INSERT INTO metrics (run_id, name, step, value, ts) VALUES \
            ('00000000-0000-0000-0000-000000000001', 'loss', 1, 1.0, now() - interval '2 minutes'), \
            ('00000000-0000-0000-0000-000000000001', 'loss', 2, 2.0, now() - interval '2 minutes'), \
            ('00000000-0000-0000-0000-000000000001', 'loss', 2, 2.5, now() - interval '1 minute'), \
@@ -95,14 +97,15 @@ async fn duplicate_metric_points_are_folded_to_the_latest_by_the_migration_that_
            ('00000000-0000-0000-0000-000000000001', 'loss', 3, 3.5, now() - interval '1 minute'), \
            ('00000000-0000-0000-0000-000000000001', 'loss', 3, 3.9, now() - interval '1 minute'), \
            ('00000000-0000-0000-0000-000000000001', 'acc', 2, 0.5, now() - interval '2 minutes'), \
-           ('00000000-0000-0000-0000-000000000002', 'loss', 2, 9.0, now() - interval '2 minutes')",
-    ))
-    .await
-    .unwrap();
+           ('00000000-0000-0000-0000-000000000002', 'loss', 2, 9.0, now() - interval '2 minutes')"))
+        .await
+        .unwrap();
 
     kiln_db::migrate(&db).await.unwrap();
     let rows = db
-        .query_all(sql("SELECT run_id::text AS run, name, step, value FROM metrics ORDER BY 1, 2, 3"))
+        .query_all(sql(
+            "SELECT run_id::text AS run, name, step, value FROM metrics ORDER BY 1, 2, 3",
+        ))
         .await
         .unwrap();
     let rows: Vec<(String, String, i64, f64)> = rows
@@ -131,10 +134,8 @@ async fn duplicate_metric_points_are_folded_to_the_latest_by_the_migration_that_
     );
     // From now on the key is unique.
     let again = db
-        .execute(sql(
-            "INSERT INTO metrics (run_id, name, step, value) \
-             VALUES ('00000000-0000-0000-0000-000000000001', 'loss', 1, 7.0)",
-        ))
+        .execute(sql("INSERT INTO metrics (run_id, name, step, value) \
+             VALUES ('00000000-0000-0000-0000-000000000001', 'loss', 1, 7.0)"))
         .await;
     assert!(again.is_err(), "a second row for one point is refused");
     db.close().await.unwrap();

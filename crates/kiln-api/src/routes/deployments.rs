@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
 use kiln_db::repo::{deployments, models};
+use kiln_ml::ExtraFields;
 use kiln_types::api::{
     CreateDeployment, Deployment, DriftReport, FeatureDriftReport, Page, PatchDeployment,
     PredictRequest, PredictResponse, Prediction, TrafficSplit,
 };
-use kiln_ml::ExtraFields;
 use kiln_types::{ErrorCode, Role};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -398,11 +398,8 @@ pub async fn predict(
             format!("must hold 1 to {max} instances, got {}", instances.len()),
         )]));
     }
-    let extra = if live.row.allow_extra_features {
-        ExtraFields::Ignore
-    } else {
-        ExtraFields::Refuse
-    };
+    let extra =
+        if live.row.allow_extra_features { ExtraFields::Ignore } else { ExtraFields::Refuse };
     let features =
         engine.preprocessing.encode_rows(&instances, extra, MAX_PROBLEMS).map_err(|problems| {
             metrics.invalid.inc();

@@ -30,7 +30,11 @@ fn writes(job: &str) -> Vec<(Method, String, Value)> {
     ]
 }
 
-async fn send(app: &TestApp, token: &str, (method, path, body): &(Method, String, Value)) -> Response {
+async fn send(
+    app: &TestApp,
+    token: &str,
+    (method, path, body): &(Method, String, Value),
+) -> Response {
     app.request(method.clone(), path, Some(token)).json(body).send().await.unwrap()
 }
 

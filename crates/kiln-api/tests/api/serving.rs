@@ -652,7 +652,8 @@ async fn a_serving_only_replica_serves_the_same_registry() {
 async fn an_extra_feature_in_a_predict_instance_is_refused_unless_the_deployment_allows_extras() {
     let app = spawn_app().await;
     let team = setup(&app).await;
-    let strict = deploy(&app, &team, json!({"name": "strict", "model": "iris", "version": 1})).await;
+    let strict =
+        deploy(&app, &team, json!({"name": "strict", "model": "iris", "version": 1})).await;
     assert_eq!(strict["allow_extra_features"], false);
     let mut rows = iris_rows()[..2].to_vec();
     rows[1].insert("sepal_lenght".to_owned(), json!(5.0)); // a misspelt feature
@@ -679,12 +680,8 @@ async fn an_extra_feature_in_a_predict_instance_is_refused_unless_the_deployment
     let res = app.predict("lenient", &team.member, &rows).await;
     assert_eq!(res.status(), 200);
     let with_extras: Value = res.json().await.unwrap();
-    let clean: Value = app
-        .predict("strict", &team.member, &iris_rows()[..2])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let clean: Value =
+        app.predict("strict", &team.member, &iris_rows()[..2]).await.json().await.unwrap();
     assert_eq!(with_extras["predictions"], clean["predictions"]);
 
     // PATCH turns it off again (and on): the next request sees it.
@@ -694,8 +691,7 @@ async fn an_extra_feature_in_a_predict_instance_is_refused_unless_the_deployment
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["allow_extra_features"], false);
     assert_error(app.predict("lenient", &team.member, &rows).await, 422, "validation_failed").await;
-    let shown: Value =
-        app.get("/v1/deployments/lenient", &team.viewer).await.json().await.unwrap();
+    let shown: Value = app.get("/v1/deployments/lenient", &team.viewer).await.json().await.unwrap();
     assert_eq!(shown["allow_extra_features"], false);
     assert_error(
         app.patch("/v1/deployments/lenient", &team.maintainer, json!({"allow_extra_features": 1}))

@@ -69,7 +69,11 @@ async fn duplicate_metric_points_after_a_resume_leave_one_point_per_epoch() {
     let [job_id] = h.submit(team, 1).await[..] else { unreachable!() };
     let epochs = |attempt: f64, range: std::ops::RangeInclusive<i64>| -> Vec<MetricPoint> {
         range
-            .map(|step| MetricPoint { name: "train_loss".into(), step, value: attempt * 100.0 + step as f64 })
+            .map(|step| MetricPoint {
+                name: "train_loss".into(),
+                step,
+                value: attempt * 100.0 + step as f64,
+            })
             .collect()
     };
 
@@ -95,5 +99,9 @@ async fn duplicate_metric_points_after_a_resume_leave_one_point_per_epoch() {
     let steps: Vec<i64> = loss.iter().map(|(step, _)| *step).collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>(), "exactly one point per epoch");
     let values: Vec<f64> = loss.iter().map(|(_, v)| *v).collect();
-    assert_eq!(values, vec![101.0, 102.0, 103.0, 204.0, 205.0, 206.0, 207.0, 208.0], "re-run epochs keep the latest");
+    assert_eq!(
+        values,
+        vec![101.0, 102.0, 103.0, 204.0, 205.0, 206.0, 207.0, 208.0],
+        "re-run epochs keep the latest"
+    );
 }

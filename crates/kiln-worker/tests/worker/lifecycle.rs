@@ -145,10 +145,8 @@ async fn final_progress_a_succeeded_job_shows_its_last_epoch_not_its_last_heartb
     let id = bench.submit(&iris, iris_spec(epochs, 16)).await;
     // Heartbeats 5 s apart: training ends between two of them, so only the final write can
     // say where it ended.
-    let mut worker = bench.spawn_worker(
-        "worker",
-        &[("KILN_WORKER_MAX_JOBS", "1"), ("KILN_HEARTBEAT_SECONDS", "5")],
-    );
+    let mut worker = bench
+        .spawn_worker("worker", &[("KILN_WORKER_MAX_JOBS", "1"), ("KILN_HEARTBEAT_SECONDS", "5")]);
     let job = bench.wait_for(id, "the job to succeed", |j| j.state.is_terminal()).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", bench.logs());
     let progress = job.progress.expect("the completion records the final progress");
