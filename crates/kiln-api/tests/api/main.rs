@@ -105,11 +105,16 @@ async fn spawn(
             (kiln_db::connect(&args).await.expect("connect through the proxy"), Some(proxy))
         }
     };
-    let state = AppState::new(db, store, Limits {
+    let state = AppState::new(
+        db,
+        store,
+        Limits {
             json_bytes: 1024 * 1024,
             upload_bytes,
             model_memory_bytes: kiln_api::state::DEFAULT_MAX_MODEL_MEMORY_MIB << 20,
-        }, serving);
+        },
+        serving,
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let app = Application::from_state(state, listener, Some(2))
         .unwrap()
