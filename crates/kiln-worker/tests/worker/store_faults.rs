@@ -2,7 +2,7 @@
 //! a store outage longer than the old retries lasted.
 
 use kiln_store::testing::SmallFs;
-use kiln_store::{ArtifactStore, Key};
+use kiln_store::Key;
 use kiln_types::JobState;
 
 use crate::support::{Bench, StoreKind, data_file, iris_spec};
