@@ -71,7 +71,7 @@ async fn schema_rejects_impossible_rows() {
 async fn duplicate_metric_points_are_folded_to_the_latest_by_the_migration_that_makes_them_unique()
 {
     use kiln_db::testing::{admin_url, replace_database};
-    use sea_orm_migration::{MigrationName, MigratorTrait};
+    use sea_orm_migration::MigratorTrait;
 
     // A database migrated up to just before m0003, holding the duplicates an older Kiln
     // wrote when a resumed job re-reported its epochs.

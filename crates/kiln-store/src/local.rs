@@ -349,7 +349,7 @@ impl ArtifactStore for LocalStore {
         let root = self.root.clone();
         let probe = self.staging_dir().join(format!("readyz-{}.probe", uuid::Uuid::new_v4()));
         let min_free = self.min_free;
-        let checked = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let io = |what: &str| {
                 let what = what.to_owned();
                 move |err| StoreError::io(what, err)
@@ -382,8 +382,7 @@ impl ArtifactStore for LocalStore {
             removed.map_err(io("removing a probe file"))
         })
         .await
-        .map_err(|err| StoreError::with_source(ErrorKind::Io, "probe task failed", err))?;
-        checked
+        .map_err(|err| StoreError::with_source(ErrorKind::Io, "probe task failed", err))?
     }
 
     async fn presign_get(&self, key: &Key, _expires_in: Duration) -> Result<PresignedRequest> {

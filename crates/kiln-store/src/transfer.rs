@@ -441,7 +441,7 @@ async fn download_into(
 ) -> Result<ObjectInfo> {
     // File names only: these messages reach job errors, which users read.
     let io = |what: &str, path: &Path| {
-        let name = path.file_name().map_or_else(|| path.into(), Path::new);
+        let name = path.file_name().map_or_else(|| path, Path::new);
         let message = format!("{what} {}", name.display());
         move |err| StoreError::io(message, err)
     };

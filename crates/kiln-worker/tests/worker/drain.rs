@@ -2,7 +2,8 @@
 
 use kiln_types::JobState;
 
-use crate::support::{Bench, DbProxy, StoreKind, data_file, db_addr, long_iris_spec};
+use crate::support::{Bench, StoreKind, data_file, long_iris_spec};
+use kiln_db::testing::{DbProxy, db_addr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_job_with_a_checkpoint_and_the_next_worker_resumes_it() {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use kiln_types::JobState;
 
-use crate::support::{Bench, DbProxy, LONG_EPOCHS, StoreKind, data_file, db_addr, long_iris_spec};
+use crate::support::{Bench, LONG_EPOCHS, StoreKind, data_file, long_iris_spec};
+use kiln_db::testing::{DbProxy, db_addr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_database_outage_does_not_stop_training_or_lose_metrics() {

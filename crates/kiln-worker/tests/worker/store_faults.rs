@@ -1,8 +1,8 @@
 //! Issue 22: a full artifact store (the local store on a real 20 MiB tmpfs, filled up) and
 //! a store outage longer than the old retries lasted.
 
-use kiln_store::testing::SmallFs;
 use kiln_store::Key;
+use kiln_store::testing::SmallFs;
 use kiln_types::JobState;
 
 use crate::support::{Bench, StoreKind, data_file, iris_spec};

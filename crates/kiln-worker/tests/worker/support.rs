@@ -372,6 +372,3 @@ pub fn long_iris_spec() -> Value {
 }
 
 pub const LONG_EPOCHS: u32 = 300;
-
-/// The database proxy of the outage tests (shared with kiln-api's through kiln-db).
-pub use kiln_db::testing::{DbProxy, db_addr};
