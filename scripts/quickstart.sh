@@ -55,7 +55,7 @@ if [ -z "${KILN_DATABASE_URL:-}" ]; then
   command -v psql >/dev/null 2>&1 || kiln_apt_install postgresql-client >&2
   kiln_start_private_postgres "$state/postgres" "${KILN_QUICKSTART_PG_PORT:-55433}"
   server="postgres://postgres@127.0.0.1:${KILN_QUICKSTART_PG_PORT:-55433}"
-  psql "$server/postgres" -XAtqc "select 1 from pg_database where datname = 'kiln'" | grep -q 1 \
+  grep -q 1 <<<"$(psql "$server/postgres" -XAtqc "select 1 from pg_database where datname = 'kiln'")" \
     || psql "$server/postgres" -Xqc "create database kiln" >/dev/null
   export KILN_DATABASE_URL="$server/kiln"
 fi
@@ -96,7 +96,7 @@ KILN_WORKER_CACHE_DIR="$state/worker-cache" start kiln-worker
 
 # 5. A team with a maintainer token (reused).
 export KILN_TOKEN="$admin"
-kiln admin teams list --output json | grep -q '"name": "demo"' || kiln admin teams create demo >/dev/null
+grep -q '"name": "demo"' <<<"$(kiln admin teams list --output json)" || kiln admin teams create demo >/dev/null
 if [ ! -s "$state/demo-token" ] || ! KILN_TOKEN=$(cat "$state/demo-token") kiln jobs list >/dev/null 2>&1; then
   kiln admin tokens create --team demo --role maintainer --name quickstart >"$state/demo-token" 2>/dev/null
   chmod 600 "$state/demo-token"

@@ -5,11 +5,12 @@
 //! for people or JSON for scripts (`--output json`). Every failure is one line on stderr
 //! and a non-zero exit, never a panic or a debug dump.
 
+#[macro_use]
+mod output;
 mod args;
 mod client;
 mod commands;
 mod config;
-mod output;
 
 use std::process::ExitCode;
 

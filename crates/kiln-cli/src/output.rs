@@ -1,4 +1,31 @@
-//! Tables for people, JSON for scripts.
+//! Tables for people, JSON for scripts; every line to stdout goes through `outln!`/`out!`.
+
+/// `println!` that ends the process quietly with status 0 when stdout is a closed pipe
+/// (`kiln jobs logs ID | head -1`, `kiln ... | grep -q`), as Unix tools do, instead of
+/// panicking with status 101.
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` with `outln!`'s handling of a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+/// Writes to stdout and flushes; a closed pipe ends the process (status 0), any other write
+/// error ends it with a message (status 1).
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {err}");
+        std::process::exit(1);
+    }
+}
 
 use serde::Serialize;
 
@@ -13,9 +40,9 @@ pub fn print<T: Serialize>(
 ) {
     match format {
         OutputFormat::Json => {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default())
+            outln!("{}", serde_json::to_string_pretty(value).unwrap_or_default())
         }
-        OutputFormat::Table => print!("{}", table(headers, &rows)),
+        OutputFormat::Table => out!("{}", table(headers, &rows)),
     }
 }
 

@@ -27,10 +27,10 @@ pub async fn run(
             let pending = kiln_db::pending_migrations(&conn).await?;
             kiln_db::migrate(&conn).await.context("migration failed")?;
             match format {
-                OutputFormat::Json => println!("{}", json!({ "applied": pending })),
-                OutputFormat::Table if pending.is_empty() => println!("database is up to date"),
+                OutputFormat::Json => outln!("{}", json!({ "applied": pending })),
+                OutputFormat::Table if pending.is_empty() => outln!("database is up to date"),
                 OutputFormat::Table => {
-                    println!("applied {} migration(s): {}", pending.len(), pending.join(", "))
+                    outln!("applied {} migration(s): {}", pending.len(), pending.join(", "))
                 }
             }
             Ok(())
@@ -66,12 +66,12 @@ pub async fn run(
             )
             .await?;
             match format {
-                OutputFormat::Json => println!(
+                OutputFormat::Json => outln!(
                     "{}",
                     json!({ "id": issued.info.id, "token": issued.secret, "role": "admin" })
                 ),
                 OutputFormat::Table => {
-                    println!("{}", issued.secret);
+                    outln!("{}", issued.secret);
                     eprintln!(
                         "admin token {} issued; it is shown once: store it now",
                         issued.info.id
@@ -112,9 +112,9 @@ pub async fn run(
                 .post(&format!("/v1/teams/{}/tokens", team.id), &CreateToken { name, role })
                 .await?;
             match format {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&issued)?),
+                OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&issued)?),
                 OutputFormat::Table => {
-                    println!("{}", issued.token);
+                    outln!("{}", issued.token);
                     eprintln!(
                         "{} token {} for team {} issued; it is shown once",
                         issued.role, issued.id, team.name
@@ -150,8 +150,8 @@ pub async fn run(
                 .execute(client.request(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"))?)
                 .await?;
             match format {
-                OutputFormat::Json => println!("{}", json!({ "revoked": id })),
-                OutputFormat::Table => println!("token {id} revoked"),
+                OutputFormat::Json => outln!("{}", json!({ "revoked": id })),
+                OutputFormat::Table => outln!("token {id} revoked"),
             }
             Ok(())
         }

@@ -100,11 +100,11 @@ pub async fn run(
                 .iter()
                 .map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            outln!("{}", serde_json::to_string_pretty(&list)?);
         }
         OutputFormat::Table => {
             for c in &checks {
-                println!("{} {:<11} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+                outln!("{} {:<11} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
             }
         }
     }

@@ -61,7 +61,7 @@ pub async fn run(cmd: JobsCommand, client: &Client, format: OutputFormat) -> any
             eprintln!("submitted job {}", job.id);
             let job = follow(client, &job.id.to_string(), format).await?;
             if format == OutputFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
+                outln!("{}", serde_json::to_string_pretty(&job)?);
             }
             if job.state != "succeeded" {
                 bail!("job {} ended {}: {}", job.id, job.state, job.error.unwrap_or_default());
@@ -104,7 +104,7 @@ pub async fn run(cmd: JobsCommand, client: &Client, format: OutputFormat) -> any
                         ("finished", opt(job.finished_at.map(|t| t.to_rfc3339()))),
                     ];
                     for (k, v) in fields {
-                        println!("{k:<20}{v}");
+                        outln!("{k:<20}{v}");
                     }
                 }
             }
@@ -136,9 +136,9 @@ pub async fn run(cmd: JobsCommand, client: &Client, format: OutputFormat) -> any
                 let page: LogsPage = client.get(&path).await?;
                 for line in &page.items {
                     match format {
-                        OutputFormat::Json => println!("{}", serde_json::to_string(line)?),
+                        OutputFormat::Json => outln!("{}", serde_json::to_string(line)?),
                         OutputFormat::Table => {
-                            println!("{} {:<5} {}", line.ts.to_rfc3339(), line.level, line.message)
+                            outln!("{} {:<5} {}", line.ts.to_rfc3339(), line.level, line.message)
                         }
                     }
                 }

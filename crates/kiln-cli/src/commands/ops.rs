@@ -17,8 +17,8 @@ pub async fn queue(cmd: QueueCommand, client: &Client, format: OutputFormat) -> 
                 .iter()
                 .map(|c| vec![c.team.clone(), c.state.clone(), c.count.to_string()])
                 .collect::<Vec<_>>();
-            print!("{}", output::table(&["TEAM", "STATE", "JOBS"], &rows));
-            println!(
+            out!("{}", output::table(&["TEAM", "STATE", "JOBS"], &rows));
+            outln!(
                 "\noldest queued job: {}",
                 stats
                     .oldest_queued_age_seconds
@@ -39,8 +39,8 @@ pub async fn queue(cmd: QueueCommand, client: &Client, format: OutputFormat) -> 
                         ]
                     })
                     .collect::<Vec<_>>();
-                println!("\nrunning leases:");
-                print!(
+                outln!("\nrunning leases:");
+                out!(
                     "{}",
                     output::table(&["JOB", "TEAM", "WORKER", "ATTEMPT", "LEASE_EXPIRES"], &rows)
                 );

@@ -98,7 +98,7 @@ pub async fn deployments(
             match format {
                 OutputFormat::Json => output::print(format, &d, &[], vec![]),
                 OutputFormat::Table => {
-                    print!("{}", output::table(&HEADERS, &[row(&d)]));
+                    out!("{}", output::table(&HEADERS, &[row(&d)]));
                     let rows: Vec<Vec<String>> = d
                         .versions_loaded
                         .iter()
@@ -112,13 +112,14 @@ pub async fn deployments(
                             ]
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "\nbatching: up to {} rows, waiting up to {} ms",
-                        d.batching.max_batch_size, d.batching.max_wait_ms
+                        d.batching.max_batch_size,
+                        d.batching.max_wait_ms
                     );
                     if !rows.is_empty() {
-                        println!();
-                        print!(
+                        outln!();
+                        out!(
                             "{}",
                             output::table(
                                 &["VERSION", "DEVICE", "QUEUED", "LOADED_AT", "BUNDLE"],
@@ -138,9 +139,9 @@ pub async fn deployments(
             let req = client.request(Method::DELETE, &format!("/v1/deployments/{name}"))?;
             client.execute(req).await?;
             if format == OutputFormat::Table {
-                println!("deployment {name} deleted");
+                outln!("deployment {name} deleted");
             } else {
-                println!("{}", serde_json::json!({"deleted": name}));
+                outln!("{}", serde_json::json!({"deleted": name}));
             }
         }
         DeploymentsCommand::Drift { name, window, threshold } => {
@@ -163,11 +164,11 @@ pub async fn deployments(
                             ]
                         })
                         .collect();
-                    print!(
+                    out!(
                         "{}",
                         output::table(&["FEATURE", "PSI", "STATUS", "ROWS", "MISSING"], &rows)
                     );
-                    println!(
+                    outln!(
                         "\nversion {} over the last {} sampled rows; threshold {}: {}",
                         report.model_version,
                         report.window,
@@ -227,7 +228,7 @@ pub async fn predict(
         .collect();
     output::print(format, &answer, &["#", "PREDICTION", "PROBABILITY"], rows);
     if format == OutputFormat::Table {
-        println!("\nanswered by {} version {}", answer.deployment, answer.model_version);
+        outln!("\nanswered by {} version {}", answer.deployment, answer.model_version);
     }
     Ok(())
 }
@@ -247,9 +248,9 @@ pub async fn artifacts(
         OutputFormat::Json => output::print(format, &report, &[], vec![]),
         OutputFormat::Table => {
             for key in &report.sample {
-                println!("{} {key}", if report.applied { "deleted" } else { "would delete" });
+                outln!("{} {key}", if report.applied { "deleted" } else { "would delete" });
             }
-            println!(
+            outln!(
                 "{} objects scanned: {} referenced, {} younger than {} h, {} unreferenced ({} bytes){}",
                 report.scanned,
                 report.referenced,

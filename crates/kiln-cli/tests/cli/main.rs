@@ -432,3 +432,23 @@ async fn a_profile_file_supplies_url_and_token_and_flags_override_it() {
     let out = run(vec!["--config", "/nonexistent/kiln.toml", "queue", "stats"]).output().unwrap();
     assert!(String::from_utf8(out.stderr).unwrap().contains("does not exist"));
 }
+
+/// `kiln ... | head -1` or `| grep -q` closes the pipe early; the CLI used to panic there
+/// (status 101), failing every `set -o pipefail` script that did so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_pipe_ends_kiln_quietly_instead_of_panicking() {
+    let env = start().await;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"));
+    cmd.env_clear()
+        .env("KILN_DATABASE_URL", &env.test.url)
+        .env("XDG_CONFIG_HOME", "/nonexistent-kiln-test-config")
+        .args(["admin", "bootstrap", "--name", "pipe"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
