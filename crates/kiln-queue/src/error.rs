@@ -28,26 +28,15 @@ impl QueueError {
     /// retrying with backoff, unlike a lost lease or a conflict.
     pub fn is_transient(&self) -> bool {
         match self {
+            // The database unreachable (kiln-db's one definition), a protocol hiccup, or a
+            // serialization failure / deadlock (40001/40P01) that a retry resolves.
             QueueError::Database(err) => {
-                matches!(
-                    err,
-                    sqlx::Error::Io(_)
-                        | sqlx::Error::PoolTimedOut
-                        | sqlx::Error::PoolClosed
-                        | sqlx::Error::WorkerCrashed
-                        | sqlx::Error::Protocol(_)
-                        | sqlx::Error::Tls(_)
-                ) || err
-                    .as_database_error()
-                    .and_then(|e| e.code())
-                    // Class 08: connection exception; 57P0x: admin shutdown / crash shutdown;
-                    // 40001/40P01: serialization failure / deadlock.
-                    .is_some_and(|code| {
-                        code.starts_with("08")
-                            || code.starts_with("57P0")
-                            || code == "40001"
-                            || code == "40P01"
-                    })
+                kiln_db::is_sqlx_connection_error(err)
+                    || matches!(err, sqlx::Error::Protocol(_))
+                    || err
+                        .as_database_error()
+                        .and_then(|e| e.code())
+                        .is_some_and(|code| code == "40001" || code == "40P01")
             }
             _ => false,
         }
