@@ -59,15 +59,21 @@ def test_logs_and_follow(trained):
 
 def test_a_bad_spec_lists_every_field(client, iris):
     spec = iris_spec(iris.id)
-    spec["target"] = "colour"
-    spec["hyperparameters"]["epochs"] = 0
+    del spec["model"]
+    spec["hyperparameters"].update(epochs=0, learning_rate=-1)
     with pytest.raises(kiln.KilnError) as err:
         client.jobs.submit(spec)
     e = err.value
     assert (e.code, e.status) == ("validation_failed", 422)
-    assert "target" in e.fields and "hyperparameters.epochs" in e.fields
-    text = str(e)
-    assert "target" in text and "hyperparameters.epochs" in text and text.count("\n") >= 2
+    assert set(e.fields) == {"model", "hyperparameters.epochs", "hyperparameters.learning_rate"}
+    lines = str(e).splitlines()
+    assert lines[0] == "validation_failed (422): 3 fields are invalid"
+    assert [line.split()[0] for line in lines[1:]] == ["hyperparameters.epochs", "hyperparameters.learning_rate", "model"]
+
+    # A spec that does not fit the dataset: the field it names.
+    with pytest.raises(kiln.KilnError) as err:
+        client.jobs.submit(iris_spec(iris.id), target="colour")
+    assert err.value.status == 422 and "target" in err.value.fields
 
 
 def test_cancel_retry_and_a_finished_job(client, iris, trained):

@@ -277,8 +277,8 @@ class Jobs:
                 body[key] = value
         if "dataset" in body and "dataset_id" not in body:
             body["dataset_id"] = id_of(body.pop("dataset"), "dataset")
-        if isinstance(body.get("model"), dict) and not isinstance(body["model"], Resource):
-            body["model"] = dict(body["model"])
+        if isinstance(body.get("model"), Mapping):
+            body["model"] = dict(body["model"])  # e.g. kiln.torchscript's TorchScriptModel
         if hyper:
             body["hyperparameters"] = hyper
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None

@@ -279,8 +279,16 @@ class Run:
             return self.info
         try:
             self.flush()
-        finally:
+        except KilnError:
+            # Points were lost: the run ends failed, and the caller hears why.
             self._stop_threads()
+            try:
+                self.info = RunInfo(self._http.json("POST", f"/v1/runs/{self.id}/finish", json_body={"status": "failed"}))
+                self._finished = True
+            except KilnError:
+                pass
+            raise
+        self._stop_threads()
         self.info = RunInfo(self._http.json("POST", f"/v1/runs/{self.id}/finish", json_body={"status": status}))
         self._finished = True
         return self.info

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
@@ -44,6 +45,20 @@ class TorchScriptModel(Resource):
 
     type: str
     dataset_id: str
+
+
+class _quiet:
+    """TorchScript is what Kiln's worker loads: torch's deprecation warnings about it are
+    not the user's to act on."""
+
+    def __enter__(self):
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return self
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
 
 
 def _first_line(err: BaseException) -> str:
@@ -185,13 +200,14 @@ def upload(
         errors = []
         if method in ("auto", "script"):
             try:
-                scripted = torch.jit.script(module)
+                with _quiet():
+                    scripted = torch.jit.script(module)
             except Exception as err:  # torch raises many kinds
                 errors.append(f"torch.jit.script: {_first_line(err)}")
         if scripted is None and method in ("auto", "trace"):
             try:
                 module.eval()
-                with torch.no_grad():
+                with torch.no_grad(), _quiet():
                     scripted = torch.jit.trace(module, example_input)
             except Exception as err:
                 errors.append(f"torch.jit.trace: {_first_line(err)}")
@@ -234,7 +250,8 @@ def upload(
     # 4. Save and upload.
     with tempfile.TemporaryDirectory(prefix="kiln-torchscript-") as tmp:
         path = Path(tmp) / f"{name}.pt"
-        torch.jit.save(scripted, os.fspath(path))
+        with _quiet():
+            torch.jit.save(scripted, os.fspath(path))
         uploaded = client.datasets.upload(path, name, format="torchscript")
     model = TorchScriptModel({"type": "torchscript", "dataset_id": uploaded["id"]})
     object.__setattr__(model, "upload", uploaded)
