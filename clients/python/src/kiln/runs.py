@@ -76,6 +76,12 @@ class Run:
     at once on a bad point (a non-finite value, a negative step); a batch the API refuses
     or that cannot be sent after retries is raised by the next logging call, by
     :meth:`flush` or on leaving the ``with`` block.
+
+    Options (keywords of :meth:`kiln.Client.start_run`): ``batch_size`` points per
+    request (at most 10,000, the default); ``flush_interval`` seconds a partial batch
+    waits at most (1.0); ``max_buffered`` points held before ``log_metrics`` blocks
+    (1,000,000); ``senders`` background threads, i.e. requests in flight at once (4:
+    the API's inserts then overlap with the next batch's transfer).
     """
 
     def __init__(
@@ -86,7 +92,7 @@ class Run:
         batch_size: int = MAX_POINTS_PER_CALL,
         flush_interval: float = 1.0,
         max_buffered: int = 1_000_000,
-        senders: int = 2,
+        senders: int = 4,
     ):
         if not 1 <= batch_size <= MAX_POINTS_PER_CALL:
             raise KilnError("invalid_argument", f"batch_size must be 1 to {MAX_POINTS_PER_CALL}")
