@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tracemalloc
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,28 @@ def test_a_file_streams_with_a_progress_bar(client, capsys):
     assert ds.size_bytes == path.stat().st_size
     bar = capsys.readouterr().err
     assert "upload wine.csv" in bar and "100%" in bar
+
+
+def test_a_large_file_streams_in_bounded_memory(client, tmp_path, capsys):
+    path = tmp_path / "large.csv"
+    rng = np.random.default_rng(5)
+    with open(path, "w") as f:
+        f.write("a,b,c,d,label\n")
+        for block in range(30):
+            x = rng.normal(size=(10_000, 4))
+            lines = (f"{r[0]:.6f},{r[1]:.6f},{r[2]:.6f},{r[3]:.6f},{'yes' if r[0] > 0 else 'no'}" for r in x)
+            f.write("\n".join(lines) + "\n")
+    size = path.stat().st_size
+    assert size > 9 << 20  # above the default progress-bar threshold (8 MiB)
+    tracemalloc.start()
+    try:
+        ds = client.datasets.upload(path, name="large")  # progress bar by default at this size
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ds.size_bytes == size and ds.schema["rows"] == 300_000
+    assert peak < 4 << 20, f"uploading {size} bytes took {peak} bytes of Python memory"
+    assert "upload large.csv" in capsys.readouterr().err
 
 
 def test_arrays_upload_as_npz(client):

@@ -105,6 +105,25 @@ def test_a_viewer_cannot_submit(stack, iris):
     assert (err.value.code, err.value.status) == ("forbidden", 403)
 
 
+def test_idempotent_submit_and_a_wait_that_times_out(client, iris):
+    spec = iris_spec(iris.id, epochs=5000)
+    job = client.jobs.submit(spec, idempotency_key="sdk-test-key")
+    try:
+        again = client.jobs.submit(spec, idempotency_key="sdk-test-key")
+        assert again.id == job.id
+        with pytest.raises(kiln.KilnError) as err:
+            client.jobs.submit(spec, idempotency_key="sdk-test-key", priority=5)
+        assert (err.value.code, err.value.status) == ("idempotency_conflict", 409)
+        with pytest.raises(kiln.KilnError) as err:
+            job.wait(progress=False, poll=0.1, timeout=0.5)
+        assert err.value.code == "timeout" and job.id in err.value.message
+        assert job.id in [j.id for j in client.jobs.list()]
+    finally:
+        job.cancel()
+        job.wait(progress=False, poll=0.2, timeout=120, raise_on_failure=False)
+    assert job.state == "cancelled"
+
+
 def test_interrupting_wait_leaves_the_job_alone(client, iris, capsys):
     job = client.jobs.submit(iris_spec(iris.id, epochs=5000))
     timer = threading.Timer(1.0, _thread.interrupt_main)

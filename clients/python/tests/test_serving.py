@@ -51,6 +51,25 @@ def test_deploy_and_predict_a_dataframe(client, deployment, version, iris_frame)
     assert client.deployments.predict("iris", records).label.tolist() == predicted.label.head(3).tolist()
 
 
+def test_more_rows_than_one_request_takes(client, deployment, iris_frame):
+    import pandas as pd
+
+    rows = pd.concat([iris_frame] * 40, ignore_index=True).drop(columns="species")  # 6,000 rows
+    rows.index = rows.index + 1000
+    predicted = client.deployments.predict("iris", rows)
+    assert len(predicted) == 6000 and list(predicted.index) == list(rows.index)
+    # The same row gets the same answer in either request of the two.
+    assert predicted.label.iloc[10] == predicted.label.iloc[10 + 150 * 39]
+    # A missing value (NaN) is sent as missing; this model was trained without imputing,
+    # so it is refused, naming the row by its place in the whole input.
+    rows.iloc[5003, rows.columns.get_loc("petal_width")] = float("nan")
+    with pytest.raises(kiln.KilnError) as err:
+        client.deployments.predict("iris", rows)
+    assert (err.value.code, err.value.status) == ("validation_failed", 422)
+    assert list(err.value.fields) == ["instances[5003].petal_width"]
+    assert "missing value" in err.value.fields["instances[5003].petal_width"]
+
+
 def test_registry_and_serving_errors(client, stack, iris, deployment, version, iris_frame):
     with pytest.raises(kiln.KilnError) as err:
         client.deployments.predict("iris", [{"sepal_length": 5.1, "sepal_width": "wide"}])

@@ -13,7 +13,9 @@ from .errors import KilnError
 
 def _error_from_response(response: httpx.Response) -> KilnError:
     request = response.request
-    code, message, details = None, None, {}
+    code: str | None = None
+    message: str | None = None
+    details: dict[str, Any] = {}
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Union, cast
 
 from ._http import Transport
 from ._resource import Resource, id_of
@@ -92,7 +92,7 @@ class Datasets:
                 raise KilnError("invalid_argument", "name= is required when uploading a DataFrame")
             with tempfile.TemporaryDirectory(prefix="kiln-upload-") as tmp:
                 path = Path(tmp) / f"{name}.csv"
-                data.to_csv(path, index=False)
+                cast("pandas.DataFrame", data).to_csv(path, index=False)
                 return self._upload_file(path, name, format or "csv", progress)
         if isinstance(data, (tuple, list, dict)):
             if not name:

@@ -108,14 +108,15 @@ class Deployments:
         import pandas as pd
 
         index = None
+        raw: Iterable[Mapping[Any, Any]]
         if isinstance(data, pd.DataFrame):
             index = data.index
-            records = data.to_dict(orient="records")
+            raw = data.to_dict(orient="records")
         else:
-            records = [dict(r) for r in data]
+            raw = data
+        records = [{str(k): _clean(v) for k, v in r.items()} for r in raw]
         if not records:
             raise KilnError("invalid_argument", "predict needs at least one row")
-        records = [{k: _clean(v) for k, v in r.items()} for r in records]
         rows: list[dict[str, Any]] = []
         version = None
         deployment = name

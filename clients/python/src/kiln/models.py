@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, List
 
 from ._http import Transport
 from ._resource import Resource, id_of
@@ -70,7 +70,7 @@ class Models:
         """One model (``GET /v1/models/{name}``)."""
         return Model(self._http.json("GET", f"/v1/models/{name}"))
 
-    def versions(self, name: str, limit: int | None = None) -> list[ModelVersion]:
+    def versions(self, name: str, limit: int | None = None) -> List[ModelVersion]:
         """A model's versions, newest first."""
         return [ModelVersion(v) for v in self._http.paginate(f"/v1/models/{name}/versions", None, limit)]
 

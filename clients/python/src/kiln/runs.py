@@ -269,8 +269,13 @@ class Run:
             url=err.url,
         )
 
-    def _stop_threads(self) -> None:
+    def _stop_threads(self, drop: bool = False) -> None:
+        """Ends the sender threads, after they sent what is buffered (``drop``: after the
+        batches already in flight only; the rest is discarded)."""
         with self._cond:
+            if drop:
+                self._pending -= len(self._buf)
+                self._buf.clear()
             self._closing = True
             self._cond.notify_all()
         for t in self._threads:
@@ -287,7 +292,7 @@ class Run:
             self.flush()
         except KilnError:
             # Points were lost: the run ends failed, and the caller hears why.
-            self._stop_threads()
+            self._stop_threads(drop=True)
             try:
                 self.info = RunInfo(self._http.json("POST", f"/v1/runs/{self.id}/finish", json_body={"status": "failed"}))
                 self._finished = True
@@ -302,22 +307,21 @@ class Run:
     def __enter__(self) -> "Run":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.finish("succeeded")
-            return False
+            return
         # The training failed: keep what was logged, end the run failed, let it propagate.
         try:
             try:
                 self.flush(timeout=60)
             except KilnError:
                 pass
-            self._stop_threads()
+            self._stop_threads(drop=True)
             self.info = RunInfo(self._http.json("POST", f"/v1/runs/{self.id}/finish", json_body={"status": "failed"}))
             self._finished = True
         except KilnError:
             pass
-        return False
 
     # -- reading ------------------------------------------------------------------------
     def refresh(self) -> RunInfo:
