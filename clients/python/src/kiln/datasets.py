@@ -80,7 +80,8 @@ class Datasets:
         a DataFrame or arrays are written to a temporary file first. A progress bar
         is shown for files of 8 MiB and more (``progress=True``/``False`` forces it).
         ``name`` defaults to the file's stem; it is required for in-memory data.
-        Uploading again under the same name makes the next version.
+        Other bytes under the same name make its next version; the same bytes again
+        answer the version that already holds them.
         """
         if isinstance(data, (str, os.PathLike)):
             path = Path(data)
