@@ -73,6 +73,9 @@ def test_bad_points_raise_at_the_call_site(client):
         with pytest.raises(kiln.KilnError) as err:
             run.log_metric("loss", 1.0, step=-1)
         assert "≥ 0" in err.value.message
+        with pytest.raises(kiln.KilnError) as err:
+            run.log_metric("loss", 1.0, step=1.5)
+        assert "integer" in err.value.message
         with pytest.raises(kiln.KilnError):
             run.log_metrics({"": 1.0})
         with pytest.raises(kiln.KilnError):

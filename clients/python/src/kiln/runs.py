@@ -11,8 +11,9 @@
 in batches of up to 10,000 (the API's limit per ``POST /v1/runs/{id}/metrics``), at least
 every ``flush_interval`` seconds. Leaving the ``with`` block flushes every point and ends
 the run ``succeeded``; an exception (``KeyboardInterrupt`` included) ends it ``failed``
-and propagates. A (name, step) logged twice keeps the last value, so a batch resent after
-a transient failure never duplicates points.
+and propagates. The API keeps one value per (name, step): a batch resent after a transient
+failure never duplicates points (a step logged twice keeps the later value when both go
+in one batch; batches in flight at once may land in either order).
 """
 
 from __future__ import annotations
@@ -156,9 +157,12 @@ class Run:
             step = self._next_step
         elif not isinstance(step, int) or isinstance(step, bool):
             try:
-                step = int(step)  # numpy integers
+                whole = int(step)  # numpy integers
             except (TypeError, ValueError):
                 raise KilnError("invalid_argument", f"step must be an integer, got {step!r}") from None
+            if whole != step:
+                raise KilnError("invalid_argument", f"step must be an integer, got {step!r}")
+            step = whole
         if step < 0:
             raise KilnError("invalid_argument", f"step must be ≥ 0, got {step}")
         self._next_step = step + 1
