@@ -31,7 +31,7 @@ def test_submit_with_keywords_and_wait(client, iris, capsys):
     assert job.state == "succeeded" and job.done
     assert job.progress == {"epoch": 6, "epochs": 6}
     bar = capsys.readouterr().err
-    assert f"job {job.id[:8]}" in bar and "6/6" in bar and "val_accuracy=" in bar
+    assert f"job …{job.id[-8:]}" in bar and "6/6" in bar and "val_accuracy=" in bar
 
 
 def test_metrics_are_a_long_dataframe(client, trained):

@@ -220,7 +220,7 @@ class Job:
         p = self.progress
         epochs, epoch = p.get("epochs"), p.get("epoch") or 0
         if pbar is None:
-            pbar = tqdm(total=epochs, desc=f"job {self.id[:8]}", unit="epoch", leave=True)
+            pbar = tqdm(total=epochs, desc=f"job …{self.id[-8:]}", unit="epoch", leave=True)
         if epochs and pbar.total != epochs:
             pbar.total = epochs
         postfix = [self.state]

@@ -113,7 +113,7 @@ class Run:
         self._names: dict[str, str] = {}
         self._finished = False
         self._threads = [
-            threading.Thread(target=self._send_loop, name=f"kiln-run-{self.id[:8]}-{i}", daemon=True)
+            threading.Thread(target=self._send_loop, name=f"kiln-run-{self.id[-8:]}-{i}", daemon=True)
             for i in range(max(1, senders))
         ]
         for t in self._threads:
