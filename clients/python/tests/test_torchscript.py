@@ -91,3 +91,20 @@ def test_modules_kiln_cannot_train_are_refused(client, iris):
     with pytest.raises(kiln.KilnError) as err:
         kiln.torchscript.upload(client, torch.nn.Identity(), torch.zeros(2, 4), name="m")
     assert "no trainable parameters" in err.value.message
+
+
+def test_npz_data_is_checked_by_its_sample_shape(client):
+    import numpy as np
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    arrays = client.datasets.upload((x, y), name="blobs-ts")
+    model = kiln.torchscript.upload(client, IrisNet(6, 2), torch.zeros(2, 6), name="blobnet", dataset=arrays, task="classification")
+    job = client.jobs.submit(dataset=arrays, task="classification", model=model, epochs=5, device="cpu")
+    job.wait(progress=False, timeout=600)
+    assert job.state == "succeeded"
+    with pytest.raises(kiln.KilnError) as err:
+        kiln.torchscript.upload(client, IrisNet(7, 2), torch.zeros(2, 7), name="blobnet", dataset=arrays)
+    assert err.value.code == "input_width_mismatch"
+    assert (err.value.details["module_input"], err.value.details["dataset_input"]) == ([7], [6])
