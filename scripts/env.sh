@@ -187,7 +187,9 @@ kiln_ensure_sdk_venv() {
     "$venv/bin/pip" install -q "$KILN_ROOT/clients/python[test]" >&2 || return 1
   fi
   if [ -n "${1:-}" ]; then
+    # The SDK itself always anew (same version, new code), then any dependency it gained.
     "$venv/bin/pip" install -q --no-deps --force-reinstall "$1" >&2 || return 1
+    "$venv/bin/pip" install -q "$1" >&2 || return 1
   fi
   export KILN_SDK_PYTHON="$venv/bin/python"
 }
