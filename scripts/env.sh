@@ -7,6 +7,7 @@
 #   kiln_ensure_libtorch  a virtualenv with torch==2.13.0 for tch (LIBTORCH_USE_PYTORCH=1)
 #   kiln_ensure_s3s       the s3s-fs S3-compatible test server binary
 #   kiln_ensure_awscli    the AWS CLI, the artifact-store benchmark's baseline
+#   kiln_ensure_sdk_venv  a virtualenv for the Python SDK's tests (clients/python)
 # Every function is idempotent. Source it: `. scripts/env.sh`.
 
 KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -165,6 +166,32 @@ kiln_ensure_awscli() {
     "$venv/bin/pip" install -q awscli >&2 || return 1
   fi
   export KILN_AWS_CLI="$venv/bin/aws"
+}
+
+# The Python SDK's test virtualenv: the SDK's dependencies (clients/python/pyproject.toml)
+# and pytest; torch comes from the libtorch virtualenv through a .pth file (never
+# downloaded twice). Installs the SDK itself from clients/python when $1 is a wheel or a
+# directory. Sets KILN_SDK_PYTHON.
+kiln_ensure_sdk_venv() {
+  local venv="$KILN_CACHE/sdk-venv" torch_site site
+  kiln_ensure_libtorch || return 1
+  if [ ! -x "$venv/bin/python" ]; then
+    kiln_log "creating the SDK test virtualenv $venv (once)"
+    "$KILN_CACHE/venv/bin/python" -m venv "$venv" || return 1
+  fi
+  torch_site=$("$KILN_CACHE/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  printf '%s\n' "$torch_site" >"$site/kiln-libtorch.pth"
+  if ! "$venv/bin/python" -c 'import httpx, pandas, tqdm, pytest, torch' 2>/dev/null; then
+    kiln_log "installing the SDK's dependencies and pytest into $venv (once)"
+    "$venv/bin/pip" install -q "$KILN_ROOT/clients/python[test]" >&2 || return 1
+  fi
+  if [ -n "${1:-}" ]; then
+    # The SDK itself always anew (same version, new code), then any dependency it gained.
+    "$venv/bin/pip" install -q --no-deps --force-reinstall "$1" >&2 || return 1
+    "$venv/bin/pip" install -q "$1" >&2 || return 1
+  fi
+  export KILN_SDK_PYTHON="$venv/bin/python"
 }
 
 # Python tools the checks use (schemathesis; the deploy linters), in their own virtualenv

@@ -64,6 +64,18 @@ tail -n 1 "$qs_tmp/tour.txt"
   "$KILN_API_URL/metrics" "$KILN_WORKER_METRICS_URL") >"$qs_tmp/observability.txt" 2>&1 \
   || qs_fail "$qs_tmp/observability.txt"
 tail -n 2 "$qs_tmp/observability.txt"
+# The Python SDK (clients/python): built as a wheel, installed from it into its own
+# virtualenv, and its pytest suite run against the same stack (each session makes its own
+# team with the admin token, so the tour's resources never meet the tests').
+kiln_log "Python SDK: wheel, install, pytest against that stack"
+mkdir "$qs_tmp/wheel"
+"$KILN_CACHE/venv/bin/python" -m pip wheel -q --no-deps -w "$qs_tmp/wheel" clients/python >"$qs_tmp/sdk.txt" 2>&1 \
+  || qs_fail "$qs_tmp/sdk.txt"
+kiln_ensure_sdk_venv "$(ls "$qs_tmp"/wheel/kiln_client-*.whl)" >>"$qs_tmp/sdk.txt" 2>&1 || qs_fail "$qs_tmp/sdk.txt"
+(. "$qs_state/env" && cd "$qs_tmp" && "$KILN_SDK_PYTHON" -m pytest -p no:cacheprovider -q \
+  --rootdir "$KILN_ROOT/clients/python" "$KILN_ROOT/clients/python/tests") >>"$qs_tmp/sdk.txt" 2>&1 \
+  || qs_fail "$qs_tmp/sdk.txt"
+tail -n 1 "$qs_tmp/sdk.txt"
 env "${qs_env[@]}" bash scripts/quickstart.sh --stop
 qs_pg=$(readlink -f "$qs_state/postgres")
 rm -rf "$qs_tmp"; case "$qs_pg" in /var/tmp/kiln-postgres-*) rm -rf "$qs_pg" ;; esac
