@@ -8,6 +8,7 @@
 #   kiln_ensure_s3s       the s3s-fs S3-compatible test server binary
 #   kiln_ensure_awscli    the AWS CLI, the artifact-store benchmark's baseline
 #   kiln_ensure_sdk_venv  a virtualenv for the Python SDK's tests (clients/python)
+#   kiln_ensure_openapi_python_client  openapi-python-client, for the generated-client check
 # Every function is idempotent. Source it: `. scripts/env.sh`.
 
 KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -204,6 +205,22 @@ kiln_ensure_pytool() {
     kiln_log "installing $package into $venv (once)"
     "$venv/bin/pip" install -q "$package" >&2 || return 1
   fi
+}
+
+# openapi-python-client (pinned) in its own virtualenv, $KILN_CACHE/openapi-python-client:
+# scripts/check-openapi-client.sh generates a Python client from docs/api/openapi.json with
+# it. The generated package's own dependencies (httpx, attrs, python-dateutil) come with it,
+# so the same virtualenv imports what it generated.
+KILN_OPENAPI_PYTHON_CLIENT_VERSION="0.29.1"
+kiln_ensure_openapi_python_client() {
+  local venv="$KILN_CACHE/openapi-python-client"
+  if [ -x "$venv/bin/openapi-python-client" ] &&
+     [ "$("$venv/bin/openapi-python-client" --version 2>/dev/null | awk '{print $NF}')" = "$KILN_OPENAPI_PYTHON_CLIENT_VERSION" ]; then
+    return 0
+  fi
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || { kiln_apt_install python3-venv python3-pip >&2 && python3 -m venv "$venv"; } || return 1
+  kiln_log "installing openapi-python-client==$KILN_OPENAPI_PYTHON_CLIENT_VERSION into $venv (once)"
+  "$venv/bin/pip" install -q "openapi-python-client==$KILN_OPENAPI_PYTHON_CLIENT_VERSION" >&2 || return 1
 }
 
 # A free TCP port on 127.0.0.1.

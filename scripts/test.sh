@@ -35,6 +35,10 @@ fi
 kiln_log "cargo test"
 results=$(mktemp)
 cargo test --workspace --locked "${skip[@]}" 2>&1 | tee "$results"
+# The committed OpenAPI document (just checked for staleness) generates a Python client
+# without a warning or a left-out endpoint, and the generated package imports.
+kiln_log "OpenAPI document → Python client (openapi-python-client)"
+bash scripts/check-openapi-client.sh
 # The README's command one, against the debug builds just tested, twice (a second run must
 # reuse what the first started), with its own PostgreSQL and ports, from a directory laid
 # out like a clone in root's home: $home is mode 0700, so user postgres cannot reach the

@@ -90,6 +90,28 @@ impl Caller {
         Ok(())
     }
 
+    /// An audit entry of this caller, for a repository that records it in the transaction
+    /// of the change (`actor` is [`Caller::actor`], borrowed).
+    pub fn audit_entry<'a>(
+        &self,
+        actor: &'a str,
+        team_id: Option<Uuid>,
+        action: &'a str,
+        resource_type: &'a str,
+        resource_id: impl ToString,
+        details: serde_json::Value,
+    ) -> audit::AuditEntry<'a> {
+        audit::AuditEntry {
+            team_id,
+            actor_token_id: Some(self.token_id()),
+            actor,
+            action,
+            resource_type,
+            resource_id: Some(resource_id.to_string()),
+            details,
+        }
+    }
+
     /// How the audit log names this caller.
     pub fn actor(&self) -> String {
         format!("token:{} ({})", self.0.token_id, self.0.role)

@@ -67,6 +67,29 @@ impl ApiError {
         Self::new(ErrorCode::ValidationFailed, message).with_details(json!({ "fields": fields }))
     }
 
+    /// 409 `in_use`: `what` cannot be deleted while `users` (a struct of lists by kind,
+    /// such as `{"jobs": [...], "deployments": [...]}`) use it; `details` is `users`.
+    pub fn in_use(what: &str, users: &impl serde::Serialize) -> Self {
+        let details = serde_json::to_value(users).unwrap_or_else(|_| json!({}));
+        let named: Vec<String> = details
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(kind, list)| {
+                let n = list.as_array().map_or(0, Vec::len);
+                (n > 0).then(|| format!("{n} {}", kind.replace('_', " ")))
+            })
+            .collect();
+        Self::new(
+            ErrorCode::InUse,
+            format!(
+                "{what} is in use ({}); `details` names them: remove or finish those first",
+                named.join(", ")
+            ),
+        )
+        .with_details(details)
+    }
+
     pub fn internal(cause: impl Into<Cause>) -> Self {
         Self {
             cause: Some(cause.into()),

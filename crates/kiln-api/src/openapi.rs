@@ -4,6 +4,7 @@
 use std::sync::LazyLock;
 
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -20,17 +21,19 @@ use crate::routes::{
         health::healthz, health::readyz, health::metrics, health::openapi,
         teams::create, teams::list,
         tokens::create, tokens::list, tokens::revoke,
-        datasets::upload, datasets::list, datasets::get,
+        datasets::upload, datasets::list, datasets::get, datasets::download, datasets::delete,
         submit::submit, jobs::list, jobs::get, jobs::cancel, jobs::retry, jobs::metrics, jobs::logs,
-        runs::create, runs::list, runs::log_metrics, runs::metrics, runs::finish,
-        models::register, models::list, models::versions, models::set_alias, models::bundle,
+        runs::create, runs::list, runs::get, runs::delete, runs::log_metrics, runs::metrics,
+        runs::finish,
+        models::register, models::list, models::get, models::versions, models::delete_version,
+        models::set_alias, models::bundle,
         deployments::create, deployments::list, deployments::get, deployments::patch,
         deployments::delete, deployments::predict, deployments::drift,
         audit::list,
         admin::queue_stats, admin::workers, admin::artifacts_gc,
     ),
     components(schemas(kiln_types::api::ErrorBody, kiln_types::api::ErrorDetail, jobs::LogsPage)),
-    modifiers(&BearerAuth, &CommonErrors),
+    modifiers(&BearerAuth, &CommonErrors, &BinaryBodies, &PageItemsByRef),
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -117,6 +120,81 @@ impl Modify for CommonErrors {
                             .or_insert_with(|| Self::response(description));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Bodies that are bytes (a dataset upload or download, a model bundle) as
+/// `{"type": "string", "format": "binary"}`: utoipa writes `Vec<u8>` as an array of
+/// integers, which generated clients would send and expect as JSON numbers.
+struct BinaryBodies;
+
+impl BinaryBodies {
+    const MEDIA_TYPES: [&'static str; 3] =
+        ["text/csv", "application/octet-stream", "application/zip"];
+
+    fn binary<'a>(
+        content: impl IntoIterator<Item = (&'a String, &'a mut utoipa::openapi::Content)>,
+    ) {
+        for (media, body) in content {
+            if Self::MEDIA_TYPES.contains(&media.as_str()) {
+                body.schema = Some(RefOr::T(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                        .into(),
+                ));
+            }
+        }
+    }
+}
+
+impl Modify for BinaryBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if let Some(body) = operation.request_body.as_mut() {
+                    Self::binary(body.content.iter_mut());
+                }
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        Self::binary(response.content.iter_mut());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A list page's items by reference: utoipa writes `Page<Dataset>` with the `Dataset` schema
+/// copied inline, which client generators turn into a second `Dataset` model per list
+/// (`PageDatasetItemsItem`). Each `Page_X` whose `X` is a component refers to it instead.
+struct PageItemsByRef;
+
+impl Modify for PageItemsByRef {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayItems, Schema};
+        let Some(components) = openapi.components.as_mut() else { return };
+        let names: Vec<String> = components.schemas.keys().cloned().collect();
+        for (name, schema) in components.schemas.iter_mut() {
+            let Some(item) = name.strip_prefix("Page_").filter(|i| names.iter().any(|n| n == i))
+            else {
+                continue;
+            };
+            let RefOr::T(Schema::Object(page)) = schema else { continue };
+            if let Some(RefOr::T(Schema::Array(items))) = page.properties.get_mut("items") {
+                items.items = ArrayItems::RefOrSchema(Box::new(Ref::from_schema_name(item).into()));
             }
         }
     }

@@ -130,6 +130,8 @@ pub struct Job {
     pub model_bundle: Option<String>,
     /// Final metrics, once succeeded.
     pub metrics: Option<Value>,
+    /// The canonical spec: the submitted one with every default spelled out.
+    #[schema(value_type = crate::spec::JobSpec)]
     pub spec: Value,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -162,6 +164,10 @@ pub struct Run {
     pub params: Value,
     /// `running`, `succeeded` or `failed`.
     pub status: String,
+    /// A Kiln job's run (its id is the job's, `job_id` names it), rather than training
+    /// tracked from outside Kiln.
+    #[serde(default)]
+    pub is_job: bool,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -316,6 +322,20 @@ pub struct ModelVersion {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelSummary {
     pub name: String,
+    pub latest_version: Option<i32>,
+    /// Alias → version.
+    pub aliases: BTreeMap<String, i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One registered model (`GET /v1/models/{name}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelDetail {
+    pub name: String,
+    pub description: Option<String>,
+    /// How many versions it has now.
+    pub versions: i64,
+    /// The highest version number, if it has any.
     pub latest_version: Option<i32>,
     /// Alias → version.
     pub aliases: BTreeMap<String, i32>,
@@ -484,11 +504,52 @@ pub struct PredictRequest {
 }
 
 /// One prediction: a label with class probabilities, or a value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+///
+/// Its OpenAPI schema is a `oneOf` of two named components, [`ClassPrediction`] and
+/// [`ValuePrediction`] (the same JSON as the variants), rather than of two inline objects:
+/// client generators make one model per component instead of duplicate inline ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Prediction {
     Class { label: String, probabilities: BTreeMap<String, f64> },
     Value { value: f64 },
+}
+
+/// A classification's prediction: the most likely label and every class's probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassPrediction {
+    pub label: String,
+    /// Label → probability; they sum to 1.
+    pub probabilities: BTreeMap<String, f64>,
+}
+
+/// A regression's prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValuePrediction {
+    pub value: f64,
+}
+
+impl utoipa::PartialSchema for Prediction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::OneOfBuilder;
+        OneOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name(ClassPrediction::name()))
+            .item(utoipa::openapi::Ref::from_schema_name(ValuePrediction::name()))
+            .description(Some("One prediction: a label with class probabilities, or a value."))
+            .into()
+    }
+}
+
+impl ToSchema for Prediction {
+    fn schemas(
+        schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>,
+    ) {
+        use utoipa::PartialSchema as _;
+        schemas.push((ClassPrediction::name().into_owned(), ClassPrediction::schema()));
+        schemas.push((ValuePrediction::name().into_owned(), ValuePrediction::schema()));
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -563,4 +624,27 @@ pub struct GcReport {
     pub deleted: u64,
     /// Up to 100 candidate keys, for review.
     pub sample: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema's named components are the variants' JSON, both ways.
+    #[test]
+    fn prediction_components_are_the_variants_json() {
+        let class = Prediction::Class {
+            label: "setosa".to_owned(),
+            probabilities: BTreeMap::from([("setosa".to_owned(), 1.0)]),
+        };
+        let json = serde_json::to_value(&class).unwrap();
+        let component: ClassPrediction = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&component).unwrap(), json);
+        assert_eq!(serde_json::from_value::<Prediction>(json).unwrap(), class);
+        let value = Prediction::Value { value: 2.5 };
+        let json = serde_json::to_value(&value).unwrap();
+        let component: ValuePrediction = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&component).unwrap(), json);
+        assert_eq!(serde_json::from_value::<Prediction>(json).unwrap(), value);
+    }
 }

@@ -44,6 +44,9 @@ error_codes! {
     IdempotencyConflict => ("idempotency_conflict", 409),
     /// The resource is not in a state that allows this action.
     InvalidState => ("invalid_state", 409),
+    /// The resource cannot be deleted while others use it; `details` names them by kind
+    /// (`jobs`, `model_versions`, `aliases`, `deployments`).
+    InUse => ("in_use", 409),
     /// The body exceeds the configured size limit.
     PayloadTooLarge => ("payload_too_large", 413),
     /// The body's media type is not one this route accepts.

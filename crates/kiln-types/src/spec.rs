@@ -11,6 +11,10 @@
 //! out, schedules and models as tagged objects. Parsing the canonical form gives the same
 //! spec back, so it is what the queue stores and what a model bundle records as lineage.
 //!
+//! The OpenAPI schema of the request (`JobSpec` and its parts derive `utoipa::ToSchema`)
+//! describes what `parse` accepts: the required fields (`dataset_id`, `task`, `model`) and
+//! every optional one with its default and range; the canonical form validates against it.
+//!
 //! Checks that need the dataset (does the target column exist, does a CNN get images) are
 //! not made here; kiln-ml makes them and reports them as user errors.
 
@@ -19,30 +23,54 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::job::DeviceRequirement;
 
-/// A fully validated training job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A fully validated training job: the body of `POST /v1/jobs`. Only `dataset_id`,
+/// `task` and `model` are required; every other field has a default, and unknown fields
+/// are refused (422 naming them).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct JobSpec {
     /// The uploaded dataset (CSV or NPZ) to train on.
     pub dataset_id: Uuid,
     pub task: Task,
-    /// The CSV column to predict. NPZ datasets use their `y` array, so it may be absent.
+    /// The CSV column to predict (required for CSV datasets). NPZ datasets use their `y`
+    /// array, so it may be absent.
     pub target: Option<String>,
-    /// The CSV columns to use as inputs; `None` means every column but the target.
+    /// The CSV columns to use as inputs; absent means every column but the target.
+    #[schema(min_items = 1)]
     pub features: Option<Vec<String>>,
     pub model: ModelSpec,
+    #[schema(required = false)]
     pub hyperparameters: Hyperparameters,
+    #[schema(required = false)]
     pub preprocessing: Preprocessing,
+    /// Higher runs first, -1000 to 1000.
+    #[schema(required = false, default = 0, minimum = -1000, maximum = 1000)]
     pub priority: i32,
+    /// Attempts before the job fails for good, 1 to 100.
+    #[schema(required = false, default = 3, minimum = 1, maximum = 100)]
     pub max_attempts: u32,
+    /// The device the job must run on.
+    #[schema(required = false, schema_with = device_requirement_schema)]
     pub device: DeviceRequirement,
 }
 
+/// `any`, `cuda` or `cpu` (default `any`), as the OpenAPI document shows the job's device.
+fn device_requirement_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["any", "cuda", "cpu"]))
+        .default(Some(Value::from("any")))
+        .description(Some("The device the job must run on (default `any`)."))
+        .build()
+}
+
 /// What the model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     /// A label out of a fixed set; metrics are accuracy and macro-F1.
@@ -51,32 +79,47 @@ pub enum Task {
     Regression,
 }
 
-/// The model architecture.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The model architecture, chosen by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ModelSpec {
     /// Logistic regression (classification) or linear regression.
+    #[schema(title = "LinearModel")]
     Linear,
     /// A multi-layer perceptron.
+    #[schema(title = "MlpModel")]
     Mlp {
-        /// Hidden layer widths, input side first; at least one.
+        /// Hidden layer widths, input side first; 1 to 32 layers of 1 to 65,536.
+        #[schema(required = false, default = json!([64, 32]), min_items = 1, max_items = 32)]
         hidden: Vec<u32>,
         /// Dropout probability after each hidden activation, in `[0, 1)`.
+        #[schema(required = false, default = 0.0, minimum = 0.0, exclusive_maximum = 1.0)]
         dropout: f64,
+        #[schema(required = false)]
         activation: Activation,
     },
     /// A small convolutional net for N×C×H×W inputs: per entry of `channels`, a same-padded
     /// convolution, the activation and a 2×2 max-pool; then a linear head.
+    #[schema(title = "CnnModel")]
     Cnn {
+        /// Output channels per convolution; 1 to 8 of 1 to 4096.
+        #[schema(required = false, default = json!([16, 32]), min_items = 1, max_items = 8)]
         channels: Vec<u32>,
-        /// Odd convolution kernel size.
+        /// Odd convolution kernel size, 1 to 15.
+        #[schema(required = false, default = 3, minimum = 1, maximum = 15)]
         kernel_size: u32,
+        /// Dropout probability before the head, in `[0, 1)`.
+        #[schema(required = false, default = 0.0, minimum = 0.0, exclusive_maximum = 1.0)]
         dropout: f64,
     },
     /// A user's own module saved with `torch.jit.script(model).save(...)`, uploaded as a
     /// dataset, trained from Rust.
     #[serde(rename = "torchscript")]
-    TorchScript { dataset_id: Uuid },
+    #[schema(title = "TorchScriptModel")]
+    TorchScript {
+        /// The upload (`?format=torchscript`) holding the scripted module.
+        dataset_id: Uuid,
+    },
 }
 
 impl ModelSpec {
@@ -91,8 +134,8 @@ impl ModelSpec {
     }
 }
 
-/// A hidden-layer non-linearity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A hidden-layer non-linearity (default `relu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     Relu,
@@ -101,8 +144,8 @@ pub enum Activation {
     Sigmoid,
 }
 
-/// The optimiser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// The optimiser (default `adam`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Optimizer {
     /// Stochastic gradient descent, with optional (heavy-ball) momentum.
@@ -113,18 +156,29 @@ pub enum Optimizer {
     Adamw,
 }
 
-/// How the learning rate changes over epochs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// How the learning rate changes over epochs, chosen by `type` (default `constant`; the
+/// bare string `"constant"`, `"step"` or `"cosine"` is accepted too, with its defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LrSchedule {
+    /// The learning rate throughout.
+    #[schema(title = "ConstantSchedule")]
     Constant,
     /// Multiply by `gamma` every `step_size` epochs.
+    #[schema(title = "StepSchedule")]
     Step {
+        /// 1 to 100,000 (default 10).
+        #[schema(required = false, default = 10, minimum = 1, maximum = 100_000)]
         step_size: u32,
+        /// In `(0, 1]` (default 0.1).
+        #[schema(required = false, default = 0.1, exclusive_minimum = 0.0, maximum = 1.0)]
         gamma: f64,
     },
     /// Cosine annealing from the learning rate down to `min_lr` over all epochs.
+    #[schema(title = "CosineSchedule")]
     Cosine {
+        /// At least 0 and below the learning rate (default 0).
+        #[schema(required = false, default = 0.0, minimum = 0.0)]
         min_lr: f64,
     },
 }
@@ -145,8 +199,9 @@ impl LrSchedule {
     }
 }
 
-/// The validation metric early stopping watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// The validation metric early stopping watches (default `val_loss`); it must be one the
+/// task computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     ValLoss,
@@ -186,28 +241,48 @@ impl Metric {
 }
 
 /// Optimisation settings. Every field has a default.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Hyperparameters {
+    /// 1 to 100,000.
+    #[schema(required = false, default = 30, minimum = 1, maximum = 100_000)]
     pub epochs: u32,
+    /// 1 to 1,048,576.
+    #[schema(required = false, default = 32, minimum = 1, maximum = 1_048_576)]
     pub batch_size: u32,
+    /// In `(0, 10]`.
+    #[schema(required = false, default = 0.01, exclusive_minimum = 0.0, maximum = 10.0)]
     pub learning_rate: f64,
+    #[schema(required = false)]
     pub optimizer: Optimizer,
+    #[schema(required = false, default = 0.0, minimum = 0.0)]
     pub weight_decay: f64,
-    /// SGD momentum (only with `sgd`).
+    /// SGD momentum in `[0, 1)` (only with `sgd`).
+    #[schema(required = false, default = 0.0, minimum = 0.0, exclusive_maximum = 1.0)]
     pub momentum: f64,
-    /// Adam's `(beta1, beta2)` (only with `adam`/`adamw`).
+    /// Adam's `[beta1, beta2]`, each in `[0, 1)` (only with `adam`/`adamw`).
+    #[schema(required = false, value_type = Vec<f64>, default = json!([0.9, 0.999]), min_items = 2, max_items = 2)]
     pub betas: [f64; 2],
+    /// In `(0, 1]`.
+    #[schema(required = false, default = 1e-8, exclusive_minimum = 0.0, maximum = 1.0)]
     pub eps: f64,
+    #[schema(required = false, default = 42, minimum = 0)]
     pub seed: u64,
     /// Fraction of rows held out for validation, in `(0, 1)`.
+    #[schema(required = false, default = 0.2, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
     pub validation_split: f64,
-    /// Stop after this many epochs without improvement of `early_stopping_metric`.
+    /// Stop after this many epochs without improvement of `early_stopping_metric`, 1 to
+    /// 100,000; absent or null: never stop early.
+    #[schema(minimum = 1, maximum = 100_000)]
     pub early_stopping_patience: Option<u32>,
+    #[schema(required = false)]
     pub early_stopping_metric: Metric,
+    #[schema(required = false)]
     pub lr_schedule: LrSchedule,
-    /// Clip the gradients' global L2 norm to this value.
+    /// Clip the gradients' global L2 norm to this value (> 0); absent or null: no clipping.
+    #[schema(exclusive_minimum = 0.0)]
     pub grad_clip: Option<f64>,
-    /// Checkpoint cadence in epochs.
+    /// Checkpoint cadence in epochs, 1 to 100,000.
+    #[schema(required = false, default = 1, minimum = 1, maximum = 100_000)]
     pub checkpoint_every_epochs: u32,
 }
 
@@ -234,10 +309,12 @@ impl Default for Hyperparameters {
 }
 
 /// How raw input values become model inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Preprocessing {
     /// Standardise numeric features with the training split's mean and standard deviation.
+    #[schema(required = false, default = true)]
     pub standardize: bool,
+    #[schema(required = false)]
     pub missing: MissingValues,
 }
 
@@ -247,8 +324,8 @@ impl Default for Preprocessing {
     }
 }
 
-/// What to do with an empty or unparsable feature value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// What to do with an empty or unparsable feature value (default `error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MissingValues {
     /// Refuse the dataset with an error naming the row and column.

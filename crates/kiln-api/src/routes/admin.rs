@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Depth per state and team, oldest queued age, running leases.
-#[utoipa::path(get, path = "/v1/admin/queue", tag = "admin",
+#[utoipa::path(get, path = "/v1/admin/queue", operation_id = "queue_stats", tag = "admin",
     responses((status = 200, body = QueueStats), (status = 403, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn queue_stats(
@@ -45,7 +45,7 @@ pub async fn queue_stats(
 
 /// Workers: id, host, device, last heartbeat, current job. A worker silent for longer than
 /// its lease (killed) is listed `lost`, stopped at its last heartbeat.
-#[utoipa::path(get, path = "/v1/admin/workers", tag = "admin",
+#[utoipa::path(get, path = "/v1/admin/workers", operation_id = "list_workers", tag = "admin",
     responses((status = 200, body = Vec<Worker>), (status = 403, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn workers(
@@ -76,7 +76,7 @@ pub async fn workers(
 /// Reference-counted garbage collection of the artifact store: objects that no dataset, job
 /// checkpoint, job result or model version refers to, older than the grace period. A dry
 /// run unless `apply`; pages through any number of objects.
-#[utoipa::path(post, path = "/v1/admin/artifacts/gc", tag = "admin", request_body = GcRequest,
+#[utoipa::path(post, path = "/v1/admin/artifacts/gc", operation_id = "gc_artifacts", tag = "admin", request_body = GcRequest,
     responses((status = 200, body = GcReport), (status = 403, body = kiln_types::api::ErrorBody),
               (status = 422, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]

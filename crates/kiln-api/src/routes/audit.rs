@@ -11,7 +11,7 @@ use crate::pagination::ListQuery;
 use crate::state::AppState;
 
 /// Who did what, when; newest first.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(ListQuery),
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit_records", tag = "audit", params(ListQuery),
     responses((status = 200, body = Page<AuditRecord>), (status = 403, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(

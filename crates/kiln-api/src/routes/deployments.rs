@@ -87,7 +87,7 @@ async fn sync(state: &AppState) {
 
 /// Serve a model: following an alias, or pinned to a version. Answers once the version is
 /// loaded, warmed and taking traffic in this process.
-#[utoipa::path(post, path = "/v1/deployments", tag = "serving", request_body = CreateDeployment,
+#[utoipa::path(post, path = "/v1/deployments", operation_id = "create_deployment", tag = "serving", request_body = CreateDeployment,
     responses((status = 201, body = Deployment), (status = 409, body = kiln_types::api::ErrorBody),
               (status = 422, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
@@ -187,7 +187,7 @@ pub async fn create(
 }
 
 /// The team's deployments, newest first.
-#[utoipa::path(get, path = "/v1/deployments", tag = "serving", params(ListQuery),
+#[utoipa::path(get, path = "/v1/deployments", operation_id = "list_deployments", tag = "serving", params(ListQuery),
     responses((status = 200, body = Page<Deployment>)), security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -208,7 +208,7 @@ pub async fn list(
 
 /// A deployment: its target, the effective traffic split, and the versions this process has
 /// loaded.
-#[utoipa::path(get, path = "/v1/deployments/{name}", tag = "serving", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v1/deployments/{name}", operation_id = "get_deployment", tag = "serving", params(("name" = String, Path)),
     responses((status = 200, body = Deployment), (status = 404, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
@@ -223,7 +223,7 @@ pub async fn get(
 
 /// Change the traffic split (canary, promotion, rollback) or batching. New versions are
 /// loaded and warmed before they take traffic; the old ones finish their requests.
-#[utoipa::path(patch, path = "/v1/deployments/{name}", tag = "serving", request_body = PatchDeployment,
+#[utoipa::path(patch, path = "/v1/deployments/{name}", operation_id = "patch_deployment", tag = "serving", request_body = PatchDeployment,
     params(("name" = String, Path)),
     responses((status = 200, body = Deployment), (status = 404, body = kiln_types::api::ErrorBody),
               (status = 422, body = kiln_types::api::ErrorBody)),
@@ -327,7 +327,7 @@ async fn traffic_problems(
 }
 
 /// Stop serving a deployment; in-flight requests are answered first.
-#[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "serving", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/v1/deployments/{name}", operation_id = "delete_deployment", tag = "serving", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete(
@@ -355,7 +355,7 @@ pub async fn delete(
 
 /// Predict: raw rows in, labels with probabilities (classification) or values
 /// (regression) out, with the version that answered. Requests are batched per version.
-#[utoipa::path(post, path = "/v1/deployments/{name}/predict", tag = "serving", request_body = PredictRequest,
+#[utoipa::path(post, path = "/v1/deployments/{name}/predict", operation_id = "predict", tag = "serving", request_body = PredictRequest,
     params(("name" = String, Path)),
     responses((status = 200, body = PredictResponse), (status = 404, body = kiln_types::api::ErrorBody),
               (status = 422, body = kiln_types::api::ErrorBody),
@@ -468,6 +468,7 @@ pub async fn predict(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DriftQuery {
     /// Recent sampled rows to compare, 1–10,000 (default 1,000).
     pub window: Option<u64>,
@@ -479,7 +480,7 @@ pub struct DriftQuery {
 
 /// Drift: the population stability index of each input feature over recent sampled
 /// requests, against the training split's distribution stored in the model bundle.
-#[utoipa::path(get, path = "/v1/deployments/{name}/drift", tag = "serving",
+#[utoipa::path(get, path = "/v1/deployments/{name}/drift", operation_id = "deployment_drift", tag = "serving",
     params(("name" = String, Path), DriftQuery),
     responses((status = 200, body = DriftReport), (status = 404, body = kiln_types::api::ErrorBody),
               (status = 409, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok".to_owned() })
 }
@@ -19,7 +19,7 @@ pub async fn healthz() -> web::Json<Health> {
 /// store that means a writable file system with at least `KILN_STORE_MIN_FREE_MIB` free and
 /// a probe file written and fsynced; `checks.artifact_store` says `read_only`, `no_space`,
 /// `unavailable` or `error` when not.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = BTreeMap::new();
@@ -55,7 +55,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text format, for an admin token: the metrics name every team's deployments
 /// and traffic. An in-cluster Prometheus scrapes `KILN_METRICS_BIND` instead, which serves
 /// this without a token.
-#[utoipa::path(get, path = "/metrics", tag = "health",
+#[utoipa::path(get, path = "/metrics", operation_id = "prometheus_metrics", tag = "health",
     responses(
         (status = 200, content_type = "text/plain", body = String),
         (status = 401, body = kiln_types::api::ErrorBody),
@@ -74,7 +74,7 @@ pub async fn metrics_unauthenticated(state: web::Data<AppState>) -> HttpResponse
 }
 
 /// This API's OpenAPI 3 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, content_type = "application/json", body = Object)))]
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi_document", tag = "health", responses((status = 200, content_type = "application/json", body = Object)))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(crate::openapi::document_json())
 }

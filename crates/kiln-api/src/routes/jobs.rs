@@ -55,6 +55,7 @@ pub fn job_view(job: kiln_queue::Job) -> api::Job {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobListQuery {
     /// Only jobs in this state.
     pub state: Option<String>,
@@ -63,7 +64,7 @@ pub struct JobListQuery {
 }
 
 /// List the team's jobs, newest first.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobListQuery),
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "list_jobs", tag = "jobs", params(JobListQuery),
     responses((status = 200, body = Page<api::Job>)), security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -90,7 +91,7 @@ pub async fn list(
 }
 
 /// One job.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "get_job", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = api::Job), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -104,7 +105,7 @@ pub async fn get(
 
 /// Cancel a job: a queued job ends `cancelled` at once; a running one stops within one
 /// heartbeat or one batch.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", operation_id = "cancel_job", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 202, body = api::Job), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn cancel(
@@ -129,7 +130,7 @@ pub async fn cancel(
 }
 
 /// Queue a failed or cancelled job again; it resumes from its last checkpoint.
-#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", operation_id = "retry_job", tag = "jobs", params(("id" = Uuid, Path)),
     responses((status = 200, body = api::Job), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retry(
@@ -144,13 +145,14 @@ pub async fn retry(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
     /// Only this series.
     pub name: Option<String>,
 }
 
 /// A job's metric series, ready to plot: `[[epoch, value], ...]` per name.
-#[utoipa::path(get, path = "/v1/jobs/{id}/metrics", tag = "jobs", params(("id" = Uuid, Path), SeriesQuery),
+#[utoipa::path(get, path = "/v1/jobs/{id}/metrics", operation_id = "job_metrics", tag = "jobs", params(("id" = Uuid, Path), SeriesQuery),
     responses((status = 200, body = MetricSeries), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn metrics(
     state: web::Data<AppState>,
@@ -165,6 +167,7 @@ pub async fn metrics(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     pub limit: Option<u64>,
     /// `next_cursor` of the previous answer: only newer lines.
@@ -184,7 +187,7 @@ pub struct LogsPage {
 }
 
 /// A job's log lines, oldest first, with a cursor to follow (long-poll with `?wait=`).
-#[utoipa::path(get, path = "/v1/jobs/{id}/logs", tag = "jobs", params(("id" = Uuid, Path), LogsQuery),
+#[utoipa::path(get, path = "/v1/jobs/{id}/logs", operation_id = "job_logs", tag = "jobs", params(("id" = Uuid, Path), LogsQuery),
     responses((status = 200, body = LogsPage), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn logs(
     state: web::Data<AppState>,

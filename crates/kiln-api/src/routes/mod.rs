@@ -43,7 +43,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, serving_only: bool) {
         .service(web::resource("/v1/teams/{team_id}/tokens").post(tokens::create).get(tokens::list))
         .service(web::resource("/v1/tokens/{token_id}").delete(tokens::revoke))
         .service(web::resource("/v1/datasets").post(datasets::upload).get(datasets::list))
-        .service(web::resource("/v1/datasets/{id}").get(datasets::get))
+        .service(web::resource("/v1/datasets/{id}").get(datasets::get).delete(datasets::delete))
+        .service(web::resource("/v1/datasets/{id}/content").get(datasets::download))
         .service(web::resource("/v1/jobs").post(submit::submit).get(jobs::list))
         .service(web::resource("/v1/jobs/{id}").get(jobs::get))
         .service(web::resource("/v1/jobs/{id}/cancel").post(jobs::cancel))
@@ -51,13 +52,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, serving_only: bool) {
         .service(web::resource("/v1/jobs/{id}/metrics").get(jobs::metrics))
         .service(web::resource("/v1/jobs/{id}/logs").get(jobs::logs))
         .service(web::resource("/v1/runs").post(runs::create).get(runs::list))
+        .service(web::resource("/v1/runs/{id}").get(runs::get).delete(runs::delete))
         .service(web::resource("/v1/runs/{id}/metrics").post(runs::log_metrics).get(runs::metrics))
         .service(web::resource("/v1/runs/{id}/finish").post(runs::finish))
         .service(web::resource("/v1/models").get(models::list))
+        .service(web::resource("/v1/models/{name}").get(models::get))
         .service(
             web::resource("/v1/models/{name}/versions")
                 .post(models::register)
                 .get(models::versions),
+        )
+        .service(
+            web::resource("/v1/models/{name}/versions/{version}").delete(models::delete_version),
         )
         .service(web::resource("/v1/models/{name}/versions/{version}/bundle").get(models::bundle))
         .service(web::resource("/v1/models/{name}/aliases/{alias}").put(models::set_alias))

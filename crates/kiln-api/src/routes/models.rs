@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
-use kiln_db::repo::models;
-use kiln_types::api::{Alias, ModelSummary, ModelVersion, Page, RegisterVersion, SetAlias};
+use kiln_db::repo::{Deletion, models};
+use kiln_types::api::{
+    Alias, ModelDetail, ModelSummary, ModelVersion, Page, RegisterVersion, SetAlias,
+};
 use kiln_types::{ErrorCode, JobState, Role};
 use serde_json::json;
 use uuid::Uuid;
@@ -33,10 +35,13 @@ async fn team_model(state: &AppState, team: Uuid, name: &str) -> Result<models::
     models::find(&state.db, team, name).await?.ok_or_else(|| ApiError::not_found("model"))
 }
 
-/// Register a new version of a model from a succeeded job.
-#[utoipa::path(post, path = "/v1/models/{name}/versions", tag = "models", request_body = RegisterVersion,
+/// Register a new version of a model from a succeeded job. The same job registered again
+/// under the same model answers its existing version (200).
+#[utoipa::path(post, path = "/v1/models/{name}/versions", operation_id = "register_model_version", tag = "models", request_body = RegisterVersion,
     params(("name" = String, Path)),
-    responses((status = 201, body = ModelVersion), (status = 404, body = kiln_types::api::ErrorBody),
+    responses((status = 201, body = ModelVersion),
+              (status = 200, body = ModelVersion, description = "This job is already a version of this model: that version"),
+              (status = 404, body = kiln_types::api::ErrorBody),
               (status = 409, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn register(
@@ -75,7 +80,7 @@ pub async fn register(
     };
     let dataset_sha256 =
         job.inputs["dataset"]["sha256"].as_str().or(result["dataset_sha256"].as_str());
-    let version = models::register_version(
+    let (version, created) = models::register_version_once(
         &state.db,
         team,
         &name,
@@ -90,6 +95,10 @@ pub async fn register(
         },
     )
     .await?;
+    if !created {
+        let aliases = models::aliases(&state.db, version.model_id).await?;
+        return Ok(HttpResponse::Ok().json(version_view(&name, version, &aliases)));
+    }
     caller
         .audit(
             &state.db,
@@ -104,7 +113,7 @@ pub async fn register(
 }
 
 /// List the team's models with their aliases.
-#[utoipa::path(get, path = "/v1/models", tag = "models", params(ListQuery),
+#[utoipa::path(get, path = "/v1/models", operation_id = "list_models", tag = "models", params(ListQuery),
     responses((status = 200, body = Page<ModelSummary>)), security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -129,8 +138,73 @@ pub async fn list(
     Ok(web::Json(Page { items, next_cursor: page.next_cursor }))
 }
 
+/// One model: how many versions it has, the latest, its aliases.
+#[utoipa::path(get, path = "/v1/models/{name}", operation_id = "get_model", tag = "models", params(("name" = String, Path)),
+    responses((status = 200, body = ModelDetail), (status = 404, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<web::Json<ModelDetail>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let model = team_model(&state, caller.team()?, &path).await?;
+    let (versions, latest_version) = models::version_stats(&state.db, model.id).await?;
+    let aliases: BTreeMap<String, i32> =
+        models::aliases(&state.db, model.id).await?.into_iter().collect();
+    Ok(web::Json(ModelDetail {
+        name: model.name,
+        description: model.description,
+        versions,
+        latest_version,
+        aliases,
+        created_at: model.created_at,
+    }))
+}
+
+/// Delete a model version (maintainer). Refused with 409 `in_use` while an alias points at
+/// it or a deployment serves it (`details.aliases`, `details.deployments`): move the alias
+/// or change the deployment first. Its bundle is left to the artifacts garbage collection.
+#[utoipa::path(delete, path = "/v1/models/{name}/versions/{version}", operation_id = "delete_model_version", tag = "models",
+    params(("name" = String, Path), ("version" = i32, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = kiln_types::api::ErrorBody),
+              (status = 409, description = "`in_use`: aliases or deployments still use it (`details.aliases`, `details.deployments`)", body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_version(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, i32)>,
+) -> Result<HttpResponse, ApiError> {
+    let team = caller.team()?;
+    let (name, number) = path.into_inner();
+    // The lookup first: another team's model answers 404 whatever the caller's role.
+    let model = team_model(&state, team, &name).await?;
+    let version = models::version(&state.db, model.id, number)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model version"))?;
+    caller.require(Role::Maintainer)?;
+    let actor = caller.actor();
+    let details = json!({"job_id": version.job_id, "bundle_sha256": version.bundle_sha256});
+    let id = format!("{name}/{number}");
+    let entry = caller.audit_entry(
+        &actor,
+        Some(team),
+        "model.version.delete",
+        "model_version",
+        &id,
+        details,
+    );
+    match models::delete_version_unless_used(&state.db, model.id, number, entry).await? {
+        Deletion::Deleted => Ok(HttpResponse::NoContent().finish()),
+        Deletion::InUse(users) => {
+            Err(ApiError::in_use(&format!("version {number} of model `{name}`"), &users))
+        }
+        Deletion::NotFound => Err(ApiError::not_found("model version")),
+    }
+}
+
 /// A model's versions, newest first.
-#[utoipa::path(get, path = "/v1/models/{name}/versions", tag = "models", params(("name" = String, Path), ListQuery),
+#[utoipa::path(get, path = "/v1/models/{name}/versions", operation_id = "list_model_versions", tag = "models", params(("name" = String, Path), ListQuery),
     responses((status = 200, body = Page<ModelVersion>), (status = 404, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn versions(
@@ -150,7 +224,7 @@ pub async fn versions(
 }
 
 /// Point an alias (`production`, `staging`, anything) at a version.
-#[utoipa::path(put, path = "/v1/models/{name}/aliases/{alias}", tag = "models", request_body = SetAlias,
+#[utoipa::path(put, path = "/v1/models/{name}/aliases/{alias}", operation_id = "set_alias", tag = "models", request_body = SetAlias,
     params(("name" = String, Path), ("alias" = String, Path)),
     responses((status = 200, body = Alias), (status = 404, body = kiln_types::api::ErrorBody),
               (status = 422, body = kiln_types::api::ErrorBody)),
@@ -232,9 +306,12 @@ async fn roll_out(
 }
 
 /// Download a version's model bundle (a zip of `model.json` and `model.safetensors`).
-#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/bundle", tag = "models",
+#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/bundle", operation_id = "download_model_bundle", tag = "models",
     params(("name" = String, Path), ("version" = i32, Path)),
-    responses((status = 200, content_type = "application/zip", body = Vec<u8>), (status = 404, body = kiln_types::api::ErrorBody)),
+    responses((status = 200, description = "The bundle, sent as `application/zip` (a zip is an octet stream too: \
+clients that know no zip type read it as `application/octet-stream`)",
+               content((Vec<u8> = "application/zip"), (Vec<u8> = "application/octet-stream"))),
+              (status = 404, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn bundle(
     state: web::Data<AppState>,

@@ -2,7 +2,7 @@
 //! job is a run too (same id), so one metrics view serves both.
 
 use actix_web::{HttpResponse, web};
-use kiln_db::repo::runs;
+use kiln_db::repo::{Deletion, runs};
 use kiln_types::Role;
 use kiln_types::api::{Accepted, CreateRun, FinishRun, LogMetrics, MetricSeries, Page, Run};
 use uuid::Uuid;
@@ -21,6 +21,7 @@ fn run_view(r: runs::Run) -> Run {
         id: r.id,
         team_id: r.team_id,
         job_id: r.job_id,
+        is_job: r.job_id.is_some(),
         name: r.name,
         params: r.params,
         status: r.status,
@@ -34,7 +35,7 @@ async fn team_run(state: &AppState, caller: &Caller, id: Uuid) -> Result<runs::R
 }
 
 /// Start a tracked run.
-#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = CreateRun,
+#[utoipa::path(post, path = "/v1/runs", operation_id = "create_run", tag = "runs", request_body = CreateRun,
     responses((status = 201, body = Run), (status = 422, body = kiln_types::api::ErrorBody)), security(("bearer" = [])))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -66,7 +67,7 @@ pub async fn create(
 }
 
 /// List the team's runs (Kiln jobs included), newest first.
-#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListQuery),
+#[utoipa::path(get, path = "/v1/runs", operation_id = "list_runs", tag = "runs", params(ListQuery),
     responses((status = 200, body = Page<Run>)), security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -81,8 +82,48 @@ pub async fn list(
     }))
 }
 
+/// One run: its name, params, status, times, and whether it is a Kiln job's.
+#[utoipa::path(get, path = "/v1/runs/{id}", operation_id = "get_run", tag = "runs", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Run), (status = 404, body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<Run>, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(web::Json(run_view(team_run(&state, &caller, path.into_inner()).await?)))
+}
+
+/// Delete a run and its metric series (maintainer). A Kiln job's run can go once the job
+/// has ended (the job itself stays); while the job is queued or running the answer is 409
+/// `in_use` naming it in `details.jobs`.
+#[utoipa::path(delete, path = "/v1/runs/{id}", operation_id = "delete_run", tag = "runs", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted, with its metric points"),
+              (status = 404, body = kiln_types::api::ErrorBody),
+              (status = 409, description = "`in_use`: its job is still queued or running (`details.jobs`)", body = kiln_types::api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    // The lookup first: another team's run answers 404 whatever the caller's role.
+    let run = team_run(&state, &caller, path.into_inner()).await?;
+    caller.require(Role::Maintainer)?;
+    let team = caller.team()?;
+    let actor = caller.actor();
+    let details = serde_json::json!({"name": run.name, "job_id": run.job_id, "status": run.status});
+    let entry = caller.audit_entry(&actor, Some(team), "run.delete", "run", run.id, details);
+    match runs::delete_unless_used(&state.db, team, run.id, entry).await? {
+        Deletion::Deleted => Ok(HttpResponse::NoContent().finish()),
+        Deletion::InUse(users) => Err(ApiError::in_use(&format!("run {}", run.id), &users)),
+        Deletion::NotFound => Err(ApiError::not_found("run")),
+    }
+}
+
 /// Log up to 10,000 metric points in one call.
-#[utoipa::path(post, path = "/v1/runs/{id}/metrics", tag = "runs", request_body = LogMetrics, params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/runs/{id}/metrics", operation_id = "log_run_metrics", tag = "runs", request_body = LogMetrics, params(("id" = Uuid, Path)),
     responses((status = 202, body = Accepted), (status = 404, body = kiln_types::api::ErrorBody),
               (status = 422, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
@@ -132,7 +173,7 @@ pub async fn log_metrics(
 }
 
 /// A run's metric series.
-#[utoipa::path(get, path = "/v1/runs/{id}/metrics", tag = "runs", params(("id" = Uuid, Path), SeriesQuery),
+#[utoipa::path(get, path = "/v1/runs/{id}/metrics", operation_id = "run_metrics", tag = "runs", params(("id" = Uuid, Path), SeriesQuery),
     responses((status = 200, body = MetricSeries), (status = 404, body = kiln_types::api::ErrorBody)), security(("bearer" = [])))]
 pub async fn metrics(
     state: web::Data<AppState>,
@@ -148,7 +189,7 @@ pub async fn metrics(
 }
 
 /// End a run.
-#[utoipa::path(post, path = "/v1/runs/{id}/finish", tag = "runs", request_body = FinishRun, params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/runs/{id}/finish", operation_id = "finish_run", tag = "runs", request_body = FinishRun, params(("id" = Uuid, Path)),
     responses((status = 200, body = Run), (status = 404, body = kiln_types::api::ErrorBody),
               (status = 409, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]

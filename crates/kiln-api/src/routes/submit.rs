@@ -210,7 +210,7 @@ fn incoming_traceparent(req: &HttpRequest) -> Option<String> {
 }
 
 /// Submit a training job.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = Object,
+#[utoipa::path(post, path = "/v1/jobs", operation_id = "submit_job", tag = "jobs", request_body = kiln_types::spec::JobSpec,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body again answer the same job")),
     responses((status = 201, body = kiln_types::api::Job), (status = 200, body = kiln_types::api::Job, description = "Repeated idempotent submission"),
               (status = 409, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),

@@ -15,7 +15,7 @@ pub(crate) fn team_view(t: teams::Team) -> Team {
 }
 
 /// Create a team.
-#[utoipa::path(post, path = "/v1/teams", tag = "teams", request_body = CreateTeam,
+#[utoipa::path(post, path = "/v1/teams", operation_id = "create_team", tag = "teams", request_body = CreateTeam,
     responses((status = 201, body = Team), (status = 409, body = kiln_types::api::ErrorBody),
               (status = 422, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
@@ -51,7 +51,7 @@ pub async fn create(
 }
 
 /// List teams.
-#[utoipa::path(get, path = "/v1/teams", tag = "teams", params(ListQuery),
+#[utoipa::path(get, path = "/v1/teams", operation_id = "list_teams", tag = "teams", params(ListQuery),
     responses((status = 200, body = Page<Team>)), security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,

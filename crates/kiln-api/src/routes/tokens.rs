@@ -42,7 +42,7 @@ async fn managed_team(
 }
 
 /// Issue a token for a team. The secret is in this answer only.
-#[utoipa::path(post, path = "/v1/teams/{team_id}/tokens", tag = "tokens", request_body = CreateToken,
+#[utoipa::path(post, path = "/v1/teams/{team_id}/tokens", operation_id = "create_token", tag = "tokens", request_body = CreateToken,
     params(("team_id" = Uuid, Path)),
     responses((status = 201, body = IssuedToken), (status = 403, body = kiln_types::api::ErrorBody),
               (status = 404, body = kiln_types::api::ErrorBody), (status = 422, body = kiln_types::api::ErrorBody)),
@@ -92,7 +92,7 @@ pub async fn create(
 }
 
 /// List a team's tokens (never their secrets).
-#[utoipa::path(get, path = "/v1/teams/{team_id}/tokens", tag = "tokens", params(("team_id" = Uuid, Path), ListQuery),
+#[utoipa::path(get, path = "/v1/teams/{team_id}/tokens", operation_id = "list_tokens", tag = "tokens", params(("team_id" = Uuid, Path), ListQuery),
     responses((status = 200, body = Page<TokenInfo>)), security(("bearer" = [])))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -109,7 +109,7 @@ pub async fn list(
 }
 
 /// Revoke a token: it stops working on the next request.
-#[utoipa::path(delete, path = "/v1/tokens/{token_id}", tag = "tokens", params(("token_id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/v1/tokens/{token_id}", operation_id = "revoke_token", tag = "tokens", params(("token_id" = Uuid, Path)),
     responses((status = 204), (status = 404, body = kiln_types::api::ErrorBody)), security(("bearer" = [])))]
 pub async fn revoke(
     state: web::Data<AppState>,

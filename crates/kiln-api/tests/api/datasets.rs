@@ -24,12 +24,17 @@ async fn upload_csv_infers_schema_and_counts_versions() {
     assert_eq!(columns.len(), 5);
     assert_eq!(first["schema"]["label_candidates"], serde_json::json!(["species"]));
 
-    // Same bytes again: version 2, stored once.
-    let second = app.upload(&team.member, "iris", "text/csv", iris).await;
-    assert_eq!(second["version"], 2);
+    // Same bytes under another name: its own version 1, stored once.
+    let second = app.upload(&team.member, "flowers", "text/csv", iris.clone()).await;
+    assert_eq!(second["version"], 1);
     assert_eq!(second["sha256"], first["sha256"]);
     let blobs: Vec<_> = kiln_store::list_all(&app.s3.store("kiln").await, "").await.unwrap();
     assert_eq!(blobs.len(), 1, "content-addressed: one object for two uploads: {blobs:?}");
+    // Other bytes under the same name: version 2.
+    let mut more = iris;
+    more.extend_from_slice(b"5.0,3.0,1.5,0.2,setosa\n");
+    let third = app.upload(&team.member, "iris", "text/csv", more).await;
+    assert_eq!(third["version"], 2);
 
     let got: Value = app
         .get(&format!("/v1/datasets/{}", first["id"].as_str().unwrap()), &team.viewer)

@@ -56,3 +56,133 @@ async fn served_document_lists_every_contract_route() {
         assert!(paths.contains_key(route), "{route} missing from the OpenAPI document");
     }
 }
+
+/// What a client generator needs of the document: query parameters in the query, real
+/// bodies (the job spec's schema, bytes as binary rather than integer arrays), named
+/// `oneOf` variants, unique operation ids, an error body on every failure answer.
+#[test]
+fn the_document_is_complete_for_client_generators() {
+    let doc: Value = serde_json::from_str(kiln_api::openapi::document_json()).unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let query_names =
+        ["limit", "cursor", "state", "name", "format", "wait", "window", "threshold", "version"];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let what = format!("{method} {path}");
+            assert!(
+                ids.insert(op["operationId"].as_str().unwrap().to_owned()),
+                "{what}: duplicate id"
+            );
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let expected = if path.contains(&format!("{{{name}}}")) {
+                    "path"
+                } else if name == "Idempotency-Key" {
+                    "header"
+                } else {
+                    "query"
+                };
+                assert_eq!(p["in"], expected, "{what}: parameter {name}");
+                if expected == "query" {
+                    assert!(
+                        query_names.contains(&name),
+                        "{what}: unexpected query parameter {name}"
+                    );
+                }
+            }
+            let mut bodies: Vec<&Value> = Vec::new();
+            if let Some(content) = op["requestBody"]["content"].as_object() {
+                bodies.extend(content.values());
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let text = response.to_string();
+                    assert!(
+                        text.contains("ErrorBody") || path == "/readyz",
+                        "{what} {status}: {text}"
+                    );
+                }
+                if let Some(content) = response["content"].as_object() {
+                    bodies.extend(content.values());
+                }
+            }
+            for body in bodies {
+                let schema = &body["schema"];
+                assert!(schema.is_object(), "{what}: a body without a schema");
+                let integer_array =
+                    schema["type"] == "array" && schema["items"]["type"] == "integer";
+                assert!(!integer_array, "{what}: bytes as an integer array: {schema}");
+                // The document itself is the one body whose schema is "some object".
+                if path != "/openapi.json" {
+                    assert_ne!(
+                        schema,
+                        &serde_json::json!({"type": "object"}),
+                        "{what}: a bare object"
+                    );
+                }
+            }
+        }
+    }
+    let jobs = &doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"];
+    assert_eq!(jobs["schema"]["$ref"], "#/components/schemas/JobSpec");
+    let upload = &doc["paths"]["/v1/datasets"]["post"]["requestBody"]["content"];
+    assert_eq!(
+        upload["application/octet-stream"]["schema"],
+        serde_json::json!({"type": "string", "format": "binary"})
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["JobSpec"]["required"], serde_json::json!(["dataset_id", "task", "model"]));
+    let titles: Vec<&str> = schemas["ModelSpec"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["LinearModel", "MlpModel", "CnnModel", "TorchScriptModel"]);
+    let predictions: Vec<&str> = schemas["Prediction"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["$ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        predictions,
+        ["#/components/schemas/ClassPrediction", "#/components/schemas/ValuePrediction"]
+    );
+    assert_eq!(
+        schemas["Page_Dataset"]["properties"]["items"]["items"]["$ref"],
+        "#/components/schemas/Dataset"
+    );
+}
+
+/// The canonical form of a spec (what jobs answer as `spec`) has every field the schema
+/// names, and nothing it does not.
+#[test]
+fn the_canonical_spec_matches_its_schema() {
+    let doc: Value = serde_json::from_str(kiln_api::openapi::document_json()).unwrap();
+    let spec = kiln_types::spec::JobSpec::parse(&serde_json::json!({
+        "dataset_id": uuid::Uuid::now_v7(), "task": "classification", "target": "y",
+        "model": {"type": "mlp"}
+    }))
+    .unwrap()
+    .to_json();
+    let schemas = &doc["components"]["schemas"];
+    for (name, value) in [
+        ("JobSpec", &spec),
+        ("Hyperparameters", &spec["hyperparameters"]),
+        ("Preprocessing", &spec["preprocessing"]),
+    ] {
+        let mut named: Vec<&String> =
+            schemas[name]["properties"].as_object().unwrap().keys().collect();
+        let mut present: Vec<&String> = value.as_object().unwrap().keys().collect();
+        named.sort();
+        present.sort();
+        assert_eq!(named, present, "{name}");
+    }
+    let mlp = schemas["ModelSpec"]["oneOf"][1]["properties"].as_object().unwrap();
+    let mut named: Vec<&String> = mlp.keys().collect();
+    let mut present: Vec<&String> = spec["model"].as_object().unwrap().keys().collect();
+    named.sort();
+    present.sort();
+    assert_eq!(named, present, "MlpModel");
+}

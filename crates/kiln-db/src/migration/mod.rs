@@ -24,6 +24,10 @@ impl MigratorTrait for Migrator {
                 name: "m0003_integrity",
                 sql: include_str!("m0003_integrity.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0004_lifecycle",
+                sql: include_str!("m0004_lifecycle.sql"),
+            }),
         ]
     }
 }

@@ -3,14 +3,15 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Page, RepoError, parse_cursor};
+use super::audit::{self, AuditEntry};
+use super::{Deletion, Page, RepoError, VersionRef, parse_cursor};
 use crate::entity::datasets;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,6 +109,134 @@ pub async fn create(db: &impl ConnectionTrait, new: NewDataset<'_>) -> Result<Da
         }
     }
     Err(RepoError::AlreadyExists { resource: "dataset version", name: new.name.to_owned() })
+}
+
+/// The newest version of `name` holding exactly these bytes in this format, if any: an
+/// upload of the same bytes under the same name answers it instead of a new version.
+pub async fn find_same(
+    db: &impl ConnectionTrait,
+    team_id: Uuid,
+    name: &str,
+    sha256: &str,
+    format: &str,
+) -> Result<Option<Dataset>, RepoError> {
+    Ok(datasets::Entity::find()
+        .filter(datasets::Column::TeamId.eq(team_id))
+        .filter(datasets::Column::Name.eq(name))
+        .filter(datasets::Column::Sha256.eq(sha256))
+        .filter(datasets::Column::Format.eq(format))
+        .order_by_desc(datasets::Column::Version)
+        .one(db)
+        .await?
+        .map(Into::into))
+}
+
+/// [`create`], unless the name already has a version with these bytes in this format: then
+/// that version, and `false`. Uploads of one name are serialised (a transaction-scoped
+/// advisory lock on team and name), so two identical uploads at once make one version.
+pub async fn create_unless_same(
+    db: &DatabaseConnection,
+    new: NewDataset<'_>,
+) -> Result<(Dataset, bool), RepoError> {
+    let txn = db.begin().await?;
+    txn.execute(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "SELECT pg_advisory_xact_lock(hashtextextended('kiln.datasets:' || $1::text || '/' || $2, 0))",
+        [new.team_id.into(), new.name.into()],
+    ))
+    .await?;
+    if let Some(same) = find_same(&txn, new.team_id, new.name, new.sha256, new.format).await? {
+        txn.commit().await?;
+        return Ok((same, false));
+    }
+    let dataset = create(&txn, new).await?;
+    txn.commit().await?;
+    Ok((dataset, true))
+}
+
+/// What still uses a dataset: jobs that are queued or running on it (as training data or
+/// as their TorchScript module), and registered model versions trained on it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DatasetUsers {
+    pub jobs: Vec<Uuid>,
+    pub model_versions: Vec<VersionRef>,
+}
+
+impl DatasetUsers {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.model_versions.is_empty()
+    }
+}
+
+/// What uses dataset `id` of `team_id` now.
+pub async fn users(
+    db: &impl ConnectionTrait,
+    team_id: Uuid,
+    id: Uuid,
+) -> Result<DatasetUsers, RepoError> {
+    #[derive(Debug, FromQueryResult)]
+    struct JobRow {
+        id: Uuid,
+    }
+    let backend = db.get_database_backend();
+    let id_text = id.to_string();
+    let jobs = JobRow::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        "SELECT id FROM jobs WHERE team_id = $1 AND state IN ('queued', 'running') \
+             AND (spec->>'dataset_id' = $2 OR spec->'model'->>'dataset_id' = $2) ORDER BY id",
+        [team_id.into(), id_text.clone().into()],
+    ))
+    .all(db)
+    .await?;
+    // Lineage: the version's own copy of the spec, or its job's.
+    let model_versions = VersionRef::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        "SELECT m.name AS model, v.version FROM model_versions v \
+             JOIN models m ON m.id = v.model_id LEFT JOIN jobs j ON j.id = v.job_id \
+         WHERE m.team_id = $1 AND ($2 IN (v.spec->>'dataset_id', v.spec->'model'->>'dataset_id', \
+             j.spec->>'dataset_id', j.spec->'model'->>'dataset_id')) \
+         ORDER BY m.name, v.version",
+        [team_id.into(), id_text.into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(DatasetUsers { jobs: jobs.into_iter().map(|j| j.id).collect(), model_versions })
+}
+
+/// Deletes dataset `id` of `team_id` unless something uses it, recording `audit` in the
+/// same transaction. The row is locked first, so two deletes do not both succeed. Its bytes
+/// stay in the artifact store (another dataset may hold the same content) until the
+/// artifacts garbage collection finds them unreferenced.
+pub async fn delete_unless_used(
+    db: &DatabaseConnection,
+    team_id: Uuid,
+    id: Uuid,
+    audit: AuditEntry<'_>,
+) -> Result<Deletion<DatasetUsers>, RepoError> {
+    let txn = db.begin().await?;
+    let locked = txn
+        .query_one(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "SELECT id FROM datasets WHERE id = $1 AND team_id = $2 FOR UPDATE",
+            [id.into(), team_id.into()],
+        ))
+        .await?;
+    if locked.is_none() {
+        return Ok(Deletion::NotFound);
+    }
+    let users = users(&txn, team_id, id).await?;
+    if !users.is_empty() {
+        return Ok(Deletion::InUse(users));
+    }
+    txn.execute(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "DELETE FROM datasets WHERE id = $1",
+        [id.into()],
+    ))
+    .await?;
+    audit::record(&txn, audit).await?;
+    txn.commit().await?;
+    Ok(Deletion::Deleted)
 }
 
 /// A dataset of this team (another team's answers `None`).

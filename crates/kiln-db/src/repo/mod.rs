@@ -31,6 +31,26 @@ impl<T> Page<T> {
     }
 }
 
+/// What a delete that is refused while the resource is in use did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deletion<Users> {
+    /// Deleted, and its audit entry recorded in the same transaction.
+    Deleted,
+    /// Not deleted: these still use it.
+    InUse(Users),
+    /// No such resource in the team (deleted meanwhile, or never there).
+    NotFound,
+}
+
+/// A model version as other resources name it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, sea_orm::FromQueryResult,
+)]
+pub struct VersionRef {
+    pub model: String,
+    pub version: i32,
+}
+
 /// Errors of the repositories.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {

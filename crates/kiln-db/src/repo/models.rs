@@ -4,14 +4,15 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Page, RepoError, parse_cursor};
+use super::audit::{self, AuditEntry};
+use super::{Deletion, Page, RepoError, parse_cursor};
 use crate::entity::{model_aliases, model_versions, models};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -112,51 +113,191 @@ pub async fn find(
 /// Registers a new version of `name` (creating the model on first use), numbered one
 /// past the highest so far.
 pub async fn register_version(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     team_id: Uuid,
     name: &str,
     new: NewVersion<'_>,
 ) -> Result<ModelVersion, RepoError> {
-    db.execute(Statement::from_sql_and_values(
-        db.get_database_backend(),
+    Ok(register_version_once(db, team_id, name, new).await?.0)
+}
+
+/// [`register_version`], unless `new.job_id` is already a version of this model: then that
+/// version, and `false` (registering the same job twice makes one version). The model's
+/// row is locked while its next number is taken, so registrations of one model are
+/// serialised and two of the same job at once make one version.
+pub async fn register_version_once(
+    db: &DatabaseConnection,
+    team_id: Uuid,
+    name: &str,
+    new: NewVersion<'_>,
+) -> Result<(ModelVersion, bool), RepoError> {
+    let txn = db.begin().await?;
+    let backend = txn.get_database_backend();
+    txn.execute(Statement::from_sql_and_values(
+        backend,
         "INSERT INTO models (id, team_id, name) VALUES ($1, $2, $3) ON CONFLICT (team_id, name) DO NOTHING",
         [Uuid::now_v7().into(), team_id.into(), name.into()],
     ))
     .await?;
-    let model = find(db, team_id, name).await?.ok_or(RepoError::NotFound { resource: "model" })?;
-    for _ in 0..5 {
-        let result = model_versions::Model::find_by_statement(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            "INSERT INTO model_versions (id, model_id, version, job_id, bundle_key, bundle_sha256, \
-                 dataset_sha256, spec, metrics, created_by) \
-             SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6, $7, $8, $9 \
-             FROM model_versions WHERE model_id = $2 RETURNING *",
-            [
-                Uuid::now_v7().into(),
-                model.id.into(),
-                new.job_id.into(),
-                new.bundle_key.into(),
-                new.bundle_sha256.into(),
-                new.dataset_sha256.map(str::to_owned).into(),
-                new.spec.clone().into(),
-                new.metrics.clone().into(),
-                new.created_by.into(),
-            ],
-        ))
-        .one(db)
-        .await;
-        match result {
-            Ok(Some(v)) => return Ok(v.into()),
-            Ok(None) => return Err(RepoError::NotFound { resource: "model" }),
-            Err(err)
-                if matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) =>
-            {
-                continue;
-            }
-            Err(err) => return Err(err.into()),
-        }
+    let model = models::Model::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        "SELECT * FROM models WHERE team_id = $1 AND name = $2 FOR UPDATE",
+        [team_id.into(), name.into()],
+    ))
+    .one(&txn)
+    .await?
+    .ok_or(RepoError::NotFound { resource: "model" })?;
+    let existing = model_versions::Entity::find()
+        .filter(model_versions::Column::ModelId.eq(model.id))
+        .filter(model_versions::Column::JobId.eq(new.job_id))
+        .order_by_asc(model_versions::Column::Version)
+        .one(&txn)
+        .await?;
+    if let Some(existing) = existing {
+        txn.commit().await?;
+        return Ok((existing.into(), false));
     }
-    Err(RepoError::AlreadyExists { resource: "model version", name: name.to_owned() })
+    let version = model_versions::Model::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        "INSERT INTO model_versions (id, model_id, version, job_id, bundle_key, bundle_sha256, \
+             dataset_sha256, spec, metrics, created_by) \
+         SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6, $7, $8, $9 \
+         FROM model_versions WHERE model_id = $2 RETURNING *",
+        [
+            Uuid::now_v7().into(),
+            model.id.into(),
+            new.job_id.into(),
+            new.bundle_key.into(),
+            new.bundle_sha256.into(),
+            new.dataset_sha256.map(str::to_owned).into(),
+            new.spec.clone().into(),
+            new.metrics.clone().into(),
+            new.created_by.into(),
+        ],
+    ))
+    .one(&txn)
+    .await?
+    .ok_or(RepoError::NotFound { resource: "model" })?;
+    txn.commit().await?;
+    Ok((version.into(), true))
+}
+
+/// How many versions a model has, and the highest number.
+pub async fn version_stats(
+    db: &impl ConnectionTrait,
+    model_id: Uuid,
+) -> Result<(i64, Option<i32>), RepoError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Row {
+        count: i64,
+        latest: Option<i32>,
+    }
+    let row = Row::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "SELECT count(*) AS count, max(version) AS latest FROM model_versions WHERE model_id = $1",
+        [model_id.into()],
+    ))
+    .one(db)
+    .await?;
+    Ok(row.map_or((0, None), |r| (r.count, r.latest)))
+}
+
+/// What still uses a model version: aliases pointing at it, and deployments serving it
+/// (pinned to it, following one of those aliases, or giving it a share of their traffic).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VersionUsers {
+    pub aliases: Vec<String>,
+    pub deployments: Vec<String>,
+}
+
+impl VersionUsers {
+    pub fn is_empty(&self) -> bool {
+        self.aliases.is_empty() && self.deployments.is_empty()
+    }
+}
+
+/// What uses version `version_id` (number `number`) of model `model_id` now.
+pub async fn version_users(
+    db: &impl ConnectionTrait,
+    model_id: Uuid,
+    version_id: Uuid,
+    number: i32,
+) -> Result<VersionUsers, RepoError> {
+    #[derive(Debug, FromQueryResult)]
+    struct Name {
+        name: String,
+    }
+    let backend = db.get_database_backend();
+    let aliases = Name::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        "SELECT alias AS name FROM model_aliases WHERE version_id = $1 ORDER BY alias",
+        [version_id.into()],
+    ))
+    .all(db)
+    .await?;
+    let deployments = Name::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        "SELECT d.name FROM deployments d \
+             LEFT JOIN model_aliases a ON a.model_id = d.model_id AND a.alias = d.alias \
+         WHERE d.model_id = $1 AND (d.version_id = $2 OR a.version_id = $2 \
+             OR d.traffic @> jsonb_build_array(jsonb_build_object('version', $3::int))) \
+         ORDER BY d.name",
+        [model_id.into(), version_id.into(), number.into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(VersionUsers {
+        aliases: aliases.into_iter().map(|a| a.name).collect(),
+        deployments: deployments.into_iter().map(|d| d.name).collect(),
+    })
+}
+
+/// Deletes version `number` of model `model_id` unless something uses it, recording `audit`
+/// in the same transaction (the version's row is locked first). Its bundle stays in the
+/// artifact store while its job's result names it; the artifacts garbage collection takes
+/// it once nothing does. The model itself stays, with its other versions (or none).
+pub async fn delete_version_unless_used(
+    db: &DatabaseConnection,
+    model_id: Uuid,
+    number: i32,
+    audit: AuditEntry<'_>,
+) -> Result<Deletion<VersionUsers>, RepoError> {
+    let txn = db.begin().await?;
+    let locked = model_versions::Model::find_by_statement(Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "SELECT * FROM model_versions WHERE model_id = $1 AND version = $2 FOR UPDATE",
+        [model_id.into(), number.into()],
+    ))
+    .one(&txn)
+    .await?;
+    let Some(version) = locked else { return Ok(Deletion::NotFound) };
+    let users = version_users(&txn, model_id, version.id, number).await?;
+    if !users.is_empty() {
+        return Ok(Deletion::InUse(users));
+    }
+    let deleted = txn
+        .execute(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "DELETE FROM model_versions WHERE id = $1",
+            [version.id.into()],
+        ))
+        .await;
+    match deleted {
+        Ok(_) => {}
+        // An alias or deployment that took it up after the check (the keys refuse the
+        // delete): report what uses it now.
+        Err(err)
+            if matches!(err.sql_err(), Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))) =>
+        {
+            drop(txn);
+            let users = version_users(db, model_id, version.id, number).await?;
+            return Ok(Deletion::InUse(users));
+        }
+        Err(err) => return Err(err.into()),
+    }
+    audit::record(&txn, audit).await?;
+    txn.commit().await?;
+    Ok(Deletion::Deleted)
 }
 
 /// A team's models, newest first.

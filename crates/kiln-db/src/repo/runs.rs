@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Page, RepoError, parse_cursor};
+use super::audit::{self, AuditEntry};
+use super::{Deletion, Page, RepoError, parse_cursor};
 use crate::entity::runs;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,6 +122,80 @@ pub async fn finish(db: &impl ConnectionTrait, id: Uuid, status: &str) -> Result
         .exec(db)
         .await?;
     Ok(done.rows_affected == 1)
+}
+
+/// What still uses a run: the Kiln job it is, while that job is queued or running (its
+/// worker writes the run's metrics).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunUsers {
+    pub jobs: Vec<Uuid>,
+}
+
+impl RunUsers {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
+/// Deletes run `id` of `team_id` and its metric points unless its job is still queued or
+/// running, recording `audit` in the same transaction. A finished job keeps its row (its
+/// state, result and logs); only its run and metric series go.
+pub async fn delete_unless_used(
+    db: &DatabaseConnection,
+    team_id: Uuid,
+    id: Uuid,
+    audit: AuditEntry<'_>,
+) -> Result<Deletion<RunUsers>, RepoError> {
+    #[derive(Debug, FromQueryResult)]
+    struct JobRow {
+        id: Uuid,
+        state: String,
+    }
+    let txn = db.begin().await?;
+    let backend = txn.get_database_backend();
+    let locked = txn
+        .query_one(Statement::from_sql_and_values(
+            backend,
+            "SELECT id FROM runs WHERE id = $1 AND team_id = $2 FOR UPDATE",
+            [id.into(), team_id.into()],
+        ))
+        .await?;
+    if locked.is_none() {
+        return Ok(Deletion::NotFound);
+    }
+    // The job's row is locked too: a retry waits for the delete instead of queueing the
+    // job again half-way through it.
+    let jobs = JobRow::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        "SELECT j.id, j.state FROM jobs j JOIN runs r ON r.job_id = j.id WHERE r.id = $1 \
+         FOR UPDATE OF j",
+        [id.into()],
+    ))
+    .all(&txn)
+    .await?;
+    let active: Vec<Uuid> = jobs
+        .into_iter()
+        .filter(|j| matches!(j.state.as_str(), "queued" | "running"))
+        .map(|j| j.id)
+        .collect();
+    if !active.is_empty() {
+        return Ok(Deletion::InUse(RunUsers { jobs: active }));
+    }
+    txn.execute(Statement::from_sql_and_values(
+        backend,
+        "DELETE FROM metrics WHERE run_id = $1",
+        [id.into()],
+    ))
+    .await?;
+    txn.execute(Statement::from_sql_and_values(
+        backend,
+        "DELETE FROM runs WHERE id = $1",
+        [id.into()],
+    ))
+    .await?;
+    audit::record(&txn, audit).await?;
+    txn.commit().await?;
+    Ok(Deletion::Deleted)
 }
 
 /// Writes points in one statement (`unnest` of parallel arrays): the ingest hot path.
