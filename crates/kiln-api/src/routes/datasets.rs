@@ -136,7 +136,7 @@ pub async fn upload(
                     "a TorchScript module is the zip archive `torch.jit.save` writes".to_owned(),
                 )]));
             }
-            json!({"format": "torchscript"})
+            kiln_types::DatasetSchema::TorchScript
         }
         _ => {
             let expect = format.clone();
