@@ -1,9 +1,10 @@
 //! The typed job contract reads the rows today's code writes, and writes them back
 //! unchanged.
 //!
-//! Every file in `tests/fixtures/` is a jsonb value captured from a real row (a `jobs` row's
-//! `inputs`, `progress` or `result`, a `datasets` row's `schema`) written by the code
-//! before these types existed; its name's prefix says which type reads it. Each must
+//! Every file in `tests/fixtures/` is a jsonb value as a row holds it (a `jobs` row's
+//! `inputs`, `progress` or `result`, a `datasets` row's `schema`); most were captured from
+//! rows the code wrote before these types existed (`tests/fixtures/README.md` says which);
+//! its name's prefix says which type reads it. Each must
 //! deserialise, and serialise back to the same JSON value (jsonb keeps no key order, so
 //! values are compared, not text).
 
