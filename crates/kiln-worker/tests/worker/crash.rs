@@ -22,7 +22,7 @@ async fn kill_9_in_the_middle_of_a_job_and_the_next_worker_resumes_from_its_chec
         })
         .await;
     assert_eq!(job.state, JobState::Running, "the job must still run when killed: {job:#?}");
-    let progress = job.progress.clone().expect("heartbeats report progress");
+    let progress = job.progress.expect("heartbeats report progress");
     assert_eq!(progress.epochs, LONG_EPOCHS, "{progress:?}");
     first.signal("KILL");
     assert!(!first.wait_exit().await.success());
