@@ -10,7 +10,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde_json::{Value, json};
+use kiln_types::dataset::{
+    ArraySchema, ColumnSchema, ColumnType, CsvSchema as CsvSchemaOut, DatasetSchema, LabelsSchema,
+    NpzSchema,
+};
 use sha2::{Digest, Sha256};
 
 use crate::error::{MlError, Result};
@@ -173,7 +176,7 @@ impl Dataset {
     /// A description of the columns (CSV: name and inferred type; NPZ: array shapes), as the
     /// API shows for an uploaded dataset. [`schema_of_file`] gives the same for a file
     /// without reading it into memory.
-    pub fn schema(&self) -> Value {
+    pub fn schema(&self) -> DatasetSchema {
         match &self.data {
             Data::Table(t) => {
                 let mut schema = CsvSchema::new(t.columns.clone());
@@ -262,10 +265,11 @@ fn check_npz(x: ArrayFacts<'_>, y: ArrayFacts<'_>) -> Result<()> {
     Ok(())
 }
 
-fn npz_schema(x_shape: &[usize], y_len: usize, y_is_integer: bool) -> Value {
-    json!({
-        "format": "npz", "rows": x_shape[0],
-        "x": {"shape": x_shape}, "y": {"shape": [y_len], "integer": y_is_integer},
+fn npz_schema(x_shape: &[usize], y_len: usize, y_is_integer: bool) -> DatasetSchema {
+    DatasetSchema::Npz(NpzSchema {
+        rows: x_shape[0] as u64,
+        x: ArraySchema { shape: x_shape.iter().map(|&d| d as u64).collect() },
+        y: LabelsSchema { shape: vec![y_len as u64], integer: y_is_integer },
     })
 }
 
@@ -274,7 +278,7 @@ fn npz_schema(x_shape: &[usize], y_len: usize, y_is_integer: bool) -> Value {
 /// file, but read in one streaming pass: memory stays bounded whatever the file's size (a
 /// CSV record at a time and at most 101 distinct values per column, kept as 128-bit hashes;
 /// an NPZ array is decompressed through a small buffer).
-pub fn schema_of_file(path: impl AsRef<Path>) -> Result<(DatasetFormat, Value)> {
+pub fn schema_of_file(path: impl AsRef<Path>) -> Result<(DatasetFormat, DatasetSchema)> {
     let mut file = std::fs::File::open(path)?;
     let mut head = Vec::with_capacity(4);
     (&mut file).take(4).read_to_end(&mut head)?;
@@ -287,7 +291,7 @@ pub fn schema_of_file(path: impl AsRef<Path>) -> Result<(DatasetFormat, Value)> 
     Ok((format, schema))
 }
 
-fn csv_schema_of(file: std::fs::File) -> Result<Value> {
+fn csv_schema_of(file: std::fs::File) -> Result<DatasetSchema> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(file);
     let mut schema = CsvSchema::new(read_csv_header(&mut reader)?);
     let mut record = csv::StringRecord::new();
@@ -304,7 +308,7 @@ fn csv_schema_of(file: std::fs::File) -> Result<Value> {
     Ok(schema.finish())
 }
 
-fn npz_schema_of(file: std::fs::File) -> Result<Value> {
+fn npz_schema_of(file: std::fs::File) -> Result<DatasetSchema> {
     let bad = |message: String| MlError::Dataset(message);
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| bad(format!("not an NPZ (zip) archive: {e}")))?;
@@ -396,32 +400,34 @@ impl CsvSchema {
         }
     }
 
-    fn finish(self) -> Value {
-        let columns: Vec<Value> = self
+    fn finish(self) -> DatasetSchema {
+        let columns: Vec<ColumnSchema> = self
             .columns
-            .iter()
+            .into_iter()
             .zip(&self.stats)
             .map(|(name, stats)| {
                 let kind =
                     match crate::prepare::ColumnKind::from_counts(stats.present, stats.numbers) {
-                        crate::prepare::ColumnKind::Numeric => "number",
-                        crate::prepare::ColumnKind::Categorical => "category",
+                        crate::prepare::ColumnKind::Numeric => ColumnType::Number,
+                        crate::prepare::ColumnKind::Categorical => ColumnType::Category,
                     };
                 // A category, or a number column with few distinct integers, is a likely
                 // label column.
                 let distinct = stats.distinct.len();
-                let candidate = (2..=LABEL_CANDIDATE_MAX_CLASSES).contains(&distinct)
-                    && (kind == "category" || !stats.not_integers);
-                json!({
-                    "name": name, "type": kind, "missing": stats.missing,
-                    "distinct": (distinct <= LABEL_CANDIDATE_MAX_CLASSES).then_some(distinct),
-                    "label_candidate": candidate,
-                })
+                let label_candidate = (2..=LABEL_CANDIDATE_MAX_CLASSES).contains(&distinct)
+                    && (kind == ColumnType::Category || !stats.not_integers);
+                ColumnSchema {
+                    name,
+                    kind,
+                    missing: stats.missing as u64,
+                    distinct: (distinct <= LABEL_CANDIDATE_MAX_CLASSES).then_some(distinct as u64),
+                    label_candidate,
+                }
             })
             .collect();
-        let candidates: Vec<&Value> =
-            columns.iter().filter(|c| c["label_candidate"] == true).map(|c| &c["name"]).collect();
-        json!({"format": "csv", "rows": self.rows, "columns": columns, "label_candidates": candidates})
+        let label_candidates =
+            columns.iter().filter(|c| c.label_candidate).map(|c| c.name.clone()).collect();
+        DatasetSchema::Csv(CsvSchemaOut { rows: self.rows as u64, columns, label_candidates })
     }
 }
 

@@ -6,6 +6,7 @@
 //! ([`MlError::is_user_error`]). Everything else (libtorch failing, a missing GPU, an
 //! unreadable artifact) is infrastructure and worth another attempt.
 
+use kiln_types::ValidationErrors;
 use tch::TchError;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +17,12 @@ pub enum MlError {
     /// One value in the dataset is missing or cannot be parsed.
     #[error("row {row} (line {line}), column `{column}`: {problem}")]
     DatasetValue { row: usize, line: u64, column: String, problem: String },
-    /// The spec does not fit the dataset (unknown target column, a CNN on a table...).
+    /// The spec does not fit the dataset's schema (unknown target column, a CNN on a
+    /// table...): kiln-types' `JobSpec::check_against`, the rules the API applies at
+    /// submission, naming every offending field.
+    #[error("the job spec does not fit the dataset: {}", describe_fields(.0))]
+    Unfit(ValidationErrors),
+    /// The spec does not fit the dataset's values (a target with a single class).
     #[error("{field}: {message}")]
     Spec { field: String, message: String },
     /// The user's TorchScript module cannot be loaded, or its outputs do not fit the task.
@@ -67,6 +73,7 @@ impl MlError {
         match self {
             MlError::Dataset(_)
             | MlError::DatasetValue { .. }
+            | MlError::Unfit(_)
             | MlError::Spec { .. }
             | MlError::Script(_)
             | MlError::NonFiniteLoss { .. }
@@ -91,6 +98,13 @@ impl MlError {
 }
 
 pub type Result<T, E = MlError> = std::result::Result<T, E>;
+
+/// `path: message; path: message`.
+fn describe_fields(errors: &ValidationErrors) -> String {
+    let fields: Vec<String> =
+        errors.fields().iter().map(|(path, message)| format!("{path}: {message}")).collect();
+    fields.join("; ")
+}
 
 fn out_of_memory_message(estimate: Option<u64>, requested: Option<u64>, device: &str) -> String {
     use kiln_types::memory::format_bytes;

@@ -66,12 +66,14 @@ impl Architecture {
                 dropout: *dropout,
             },
             ModelSpec::Cnn { channels, kernel_size, dropout } => {
+                // `prepare` refused a CNN on anything but images (JobSpec::check_against);
+                // only data prepared for another spec gets here.
                 if sample_shape.len() != 3 {
                     return Err(MlError::spec(
                         "model.type",
                         format!(
-                            "a cnn needs image inputs (an NPZ `x` of shape N×C×H×W), but each \
-                             sample here has shape {sample_shape:?}; use mlp or linear"
+                            "the data was prepared for another model: a cnn takes C×H×W \
+                             samples, not {sample_shape:?}"
                         ),
                     ));
                 }

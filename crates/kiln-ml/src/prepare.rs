@@ -463,7 +463,13 @@ impl ColumnKind {
 }
 
 /// Splits, fits preprocessing on the training split, and encodes both splits.
+///
+/// First the spec is checked against the dataset's schema with
+/// [`JobSpec::check_against`], the rules the API applied at submission
+/// ([`MlError::Unfit`]); what is checked here after that needs the values themselves (a
+/// missing label, a number that does not parse, a single class).
 pub fn prepare(spec: &JobSpec, dataset: &Dataset) -> Result<Prepared> {
+    spec.check_against(&dataset.schema()).map_err(MlError::Unfit)?;
     let (preprocessor, train, val) = match &dataset.data {
         Data::Table(table) => prepare_table(spec, table)?,
         Data::Arrays(arrays) => prepare_arrays(spec, arrays)?,
@@ -471,37 +477,19 @@ pub fn prepare(spec: &JobSpec, dataset: &Dataset) -> Result<Prepared> {
     Ok(Prepared { preprocessor, train, val, dataset_sha256: dataset.sha256().to_owned() })
 }
 
-fn column_index(table: &Table, name: &str, field: &str) -> Result<usize> {
-    table.columns.iter().position(|c| c == name).ok_or_else(|| {
-        MlError::spec(
-            field,
-            format!(
-                "the dataset has no column `{name}`; its columns are: {}",
-                table.columns.join(", ")
-            ),
-        )
-    })
+/// The index of a column the spec names. [`prepare`] checked the spec against the schema
+/// first, so every column it names exists.
+fn column_index(table: &Table, name: &str) -> usize {
+    table.columns.iter().position(|c| c == name).expect("JobSpec::check_against found it")
 }
 
 fn prepare_table(spec: &JobSpec, table: &Table) -> Result<(Preprocessor, Split, Split)> {
-    let target_name = spec.target.as_deref().ok_or_else(|| {
-        MlError::spec(
-            "target",
-            format!("required for CSV datasets; the columns are: {}", table.columns.join(", ")),
-        )
-    })?;
-    let target = column_index(table, target_name, "target")?;
+    let target_name = spec.target.as_deref().expect("JobSpec::check_against: CSV has a target");
+    let target = column_index(table, target_name);
     let features: Vec<usize> = match &spec.features {
-        Some(names) => names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| column_index(table, n, &format!("features[{i}]")))
-            .collect::<Result<_>>()?,
+        Some(names) => names.iter().map(|n| column_index(table, n)).collect(),
         None => (0..table.columns.len()).filter(|&c| c != target).collect(),
     };
-    if features.is_empty() {
-        return Err(MlError::spec("features", "the dataset has no column besides the target"));
-    }
     let n = table.records.len();
     let value_error = |row: usize, column: usize, problem: String| MlError::DatasetValue {
         row: row + 1,
@@ -633,18 +621,6 @@ fn prepare_table(spec: &JobSpec, table: &Table) -> Result<(Preprocessor, Split, 
 }
 
 fn prepare_arrays(spec: &JobSpec, arrays: &Arrays) -> Result<(Preprocessor, Split, Split)> {
-    if spec.features.is_some() {
-        return Err(MlError::spec(
-            "features",
-            "NPZ datasets have no named columns; omit `features`",
-        ));
-    }
-    if let Some(t) = spec.target.as_deref().filter(|t| *t != "y") {
-        return Err(MlError::spec(
-            "target",
-            format!("NPZ datasets use their `y` array, not `{t}`"),
-        ));
-    }
     let n = arrays.shape[0];
     let sample_shape: Vec<usize> = arrays.shape[1..].to_vec();
     let width: usize = sample_shape.iter().product();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kiln_db::testing::fresh_database;
 use kiln_queue::{Claimer, NewJob, Queue, QueueConfig, sql};
-use kiln_types::WorkerDevice;
+use kiln_types::{JobResult, WorkerDevice};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::json;
 use uuid::Uuid;
@@ -33,6 +33,18 @@ fn jobs(team: Uuid, n: usize) -> Vec<NewJob> {
     (0..n).map(|i| NewJob::new(team, json!({"n": i, "model": {"type": "mlp"}}))).collect()
 }
 
+/// A job result as the worker writes it.
+fn result() -> JobResult {
+    let sha = "9cc1c345c71bcc9b486b74cbf6063fa66f4bb5e0f603a4b3c3471ec2e5e8e355";
+    serde_json::from_value(json!({
+        "model_bundle": format!("teams/t/blobs/sha256/9c/{sha}"), "bundle_sha256": sha,
+        "metrics": {"train_loss": 0.5, "val_loss": 0.4, "best_epoch": 1, "stopped_early": false},
+        "dataset_sha256": sha, "device": "cpu", "training_seconds": 0.1,
+        "epochs_completed": 1, "resumed_from_epoch": null,
+    }))
+    .expect("a valid result")
+}
+
 async fn fill(queue: &Queue, team: Uuid, n: usize) {
     for chunk in jobs(team, n).chunks(1_000) {
         queue.enqueue_batch(chunk).await.unwrap();
@@ -49,7 +61,7 @@ async fn drain(queue: &Queue, workers: usize) -> (usize, Duration) {
                 let claimer = Claimer { worker_id: Uuid::now_v7(), device: WorkerDevice::Cpu };
                 let mut done = 0;
                 while let Some(lease) = queue.claim(claimer).await.unwrap() {
-                    queue.complete(&lease, &json!({"ok": true}), "cpu", None).await.unwrap();
+                    queue.complete(&lease, &result(), "cpu", None).await.unwrap();
                     done += 1;
                 }
                 done
@@ -198,7 +210,7 @@ async fn main() {
                         let n = lease.job.spec["n"].as_u64().unwrap();
                         let at = submitted.lock().unwrap().remove(&n).unwrap();
                         latencies.push(claimed - at);
-                        queue.complete(&lease, &json!({}), "cpu", None).await.unwrap();
+                        queue.complete(&lease, &result(), "cpu", None).await.unwrap();
                     }
                     None => {
                         waiter.wait().await;

@@ -1,10 +1,13 @@
-//! The job row as the queue reads it.
+//! The job row as the queue reads it: its jsonb columns decoded into kiln-types' contract
+//! ([`JobInputs`], [`JobProgress`], [`JobResult`]) here, at the boundary, so no crate above
+//! reads them by string index.
 
 use chrono::{DateTime, Utc};
-use kiln_types::{DeviceRequirement, JobState};
+use kiln_types::{DeviceRequirement, JobInputs, JobProgress, JobResult, JobState};
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 /// A job as stored, with its state and device parsed.
@@ -13,9 +16,10 @@ pub struct Job {
     pub id: Uuid,
     pub team_id: Uuid,
     pub kind: String,
+    /// The canonical job spec (`JobSpec::to_json`); `JobSpec::parse` reads it.
     pub spec: Value,
     /// What the spec's ids resolved to at submission (artifact keys and digests).
-    pub inputs: Value,
+    pub inputs: JobInputs,
     pub priority: i32,
     pub state: JobState,
     pub device: DeviceRequirement,
@@ -30,9 +34,9 @@ pub struct Job {
     pub checkpoint_key: Option<String>,
     pub checkpoint_epoch: Option<i32>,
     pub resumed_from_epoch: Option<i32>,
-    pub progress: Option<Value>,
+    pub progress: Option<JobProgress>,
     pub error: Option<String>,
-    pub result: Option<Value>,
+    pub result: Option<JobResult>,
     pub ran_on_device: Option<String>,
     pub idempotency_key: Option<String>,
     pub trace_context: Option<String>,
@@ -56,7 +60,7 @@ impl<'r> sqlx::FromRow<'r, PgRow> for Job {
             team_id: row.try_get("team_id")?,
             kind: row.try_get("kind")?,
             spec: row.try_get("spec")?,
-            inputs: row.try_get("inputs")?,
+            inputs: row.try_get::<Json<JobInputs>, _>("inputs")?.0,
             priority: row.try_get("priority")?,
             state: state.parse().map_err(|e| decode_err("state", e))?,
             device: device.parse().map_err(|e| decode_err("device", e))?,
@@ -71,9 +75,9 @@ impl<'r> sqlx::FromRow<'r, PgRow> for Job {
             checkpoint_key: row.try_get("checkpoint_key")?,
             checkpoint_epoch: row.try_get("checkpoint_epoch")?,
             resumed_from_epoch: row.try_get("resumed_from_epoch")?,
-            progress: row.try_get("progress")?,
+            progress: row.try_get::<Option<Json<JobProgress>>, _>("progress")?.map(|j| j.0),
             error: row.try_get("error")?,
-            result: row.try_get("result")?,
+            result: row.try_get::<Option<Json<JobResult>>, _>("result")?.map(|j| j.0),
             ran_on_device: row.try_get("ran_on_device")?,
             idempotency_key: row.try_get("idempotency_key")?,
             trace_context: row.try_get("trace_context")?,

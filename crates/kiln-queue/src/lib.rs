@@ -31,10 +31,11 @@ mod workers;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kiln_types::{DeviceRequirement, JobState, WorkerDevice};
+use kiln_types::{DeviceRequirement, JobInputs, JobProgress, JobResult, JobState, WorkerDevice};
 use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -80,7 +81,7 @@ pub struct NewJob {
     pub kind: String,
     pub spec: Value,
     /// What the spec's ids resolved to (artifact keys, digests), for the worker.
-    pub inputs: Value,
+    pub inputs: JobInputs,
     pub priority: i32,
     pub max_attempts: i32,
     pub device: DeviceRequirement,
@@ -98,7 +99,7 @@ impl NewJob {
             team_id,
             kind: "train".to_owned(),
             spec,
-            inputs: Value::Object(Default::default()),
+            inputs: JobInputs::default(),
             priority: 0,
             max_attempts: 3,
             device: DeviceRequirement::Any,
@@ -257,7 +258,7 @@ impl Queue {
         .bind(&hash)
         .bind(&new.trace_context)
         .bind(new.created_by)
-        .bind(&new.inputs)
+        .bind(Json(&new.inputs))
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| QueueError::from_insert(err, new.team_id))?;
@@ -294,7 +295,10 @@ impl Queue {
         let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
         let attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
         let devices: Vec<&str> = jobs.iter().map(|j| j.device.as_str()).collect();
-        let inputs: Vec<Value> = jobs.iter().map(|j| j.inputs.clone()).collect();
+        let inputs: Vec<Value> = jobs
+            .iter()
+            .map(|j| serde_json::to_value(&j.inputs).expect("job inputs always serialise"))
+            .collect();
         sqlx::query(
             "INSERT INTO jobs (id, team_id, kind, spec, priority, max_attempts, device, inputs) \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::int[], \
@@ -455,7 +459,7 @@ impl Queue {
     pub async fn heartbeat(
         &self,
         lease: &Lease,
-        progress: Option<&Value>,
+        progress: Option<&JobProgress>,
     ) -> Result<HeartbeatReply, QueueError> {
         let row: Option<(bool, DateTime<Utc>)> = sqlx::query_as(&format!(
             "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3), \
@@ -466,7 +470,7 @@ impl Queue {
         .bind(lease.job.id)
         .bind(lease.epoch)
         .bind(self.lease_secs())
-        .bind(progress)
+        .bind(progress.map(Json))
         .fetch_optional(&self.pool)
         .await?;
         let (cancel_requested, lease_expires_at) = row.ok_or_else(|| lease_lost(lease))?;
@@ -567,16 +571,16 @@ impl Queue {
     pub async fn complete(
         &self,
         lease: &Lease,
-        result: &Value,
+        result: &JobResult,
         ran_on_device: &str,
-        progress: Option<&Value>,
+        progress: Option<&JobProgress>,
     ) -> Result<(), QueueError> {
         let done = sqlx::query(&sql::COMPLETE)
             .bind(lease.job.id)
             .bind(lease.epoch)
-            .bind(result)
+            .bind(Json(result))
             .bind(ran_on_device)
-            .bind(progress)
+            .bind(progress.map(Json))
             .execute(&self.pool)
             .await?;
         fenced(done.rows_affected(), lease)

@@ -286,10 +286,10 @@ pub struct Dataset {
     pub version: i32,
     /// `csv`, `npz` or `torchscript`.
     pub format: String,
-    pub sha256: String,
+    pub sha256: crate::Sha256Digest,
     pub size_bytes: i64,
     /// Columns with inferred types, row count and label candidates (CSV); array shapes (NPZ).
-    pub schema: Value,
+    pub schema: crate::DatasetSchema,
     pub created_at: DateTime<Utc>,
 }
 

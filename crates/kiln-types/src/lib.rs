@@ -7,6 +7,9 @@
 
 pub mod api;
 pub mod auth;
+mod check;
+pub mod dataset;
+pub mod digest;
 pub mod error;
 pub mod job;
 pub mod memory;
@@ -14,8 +17,13 @@ pub mod secret;
 pub mod spec;
 
 pub use auth::Role;
+pub use dataset::{ColumnType, DatasetSchema};
+pub use digest::{DigestError, Sha256Digest};
 pub use error::ErrorCode;
-pub use job::{DeviceRequirement, JobState, ParseEnumError, WorkerDevice};
+pub use job::{
+    DeviceRequirement, InputBlob, JobInputs, JobProgress, JobResult, JobState, ParseEnumError,
+    ResultMetrics, UploadFormat, WorkerDevice,
+};
 pub use memory::{DataShape, MemoryEstimate};
 pub use secret::Secret;
 pub use spec::{JobSpec, ValidationErrors};

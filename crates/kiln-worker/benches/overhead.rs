@@ -55,7 +55,7 @@ fn main() {
             let job = bench.wait_for(id, "the job to end", |j| j.state.is_terminal()).await;
             assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", bench.logs());
             let e2e = (job.finished_at.expect("finished") - job.created_at).as_seconds_f64();
-            let training = job.result.as_ref().unwrap()["training_seconds"].as_f64().unwrap();
+            let training = job.result.as_ref().unwrap().training_seconds;
             let overhead = e2e - training;
             println!("{run:>4} {e2e:>10.3} {training:>10.3} {overhead:>10.3}{}", if run == 0 { "  (cold cache)" } else { "" });
             overheads.push(overhead);

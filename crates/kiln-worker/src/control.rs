@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kiln_ml::{StepProgress, StopReason};
-use serde_json::{Value, json};
+use kiln_types::JobProgress;
 
 use crate::shutdown::Shutdown;
 
@@ -96,15 +96,13 @@ impl JobControl {
     }
 
     /// The job's progress as the heartbeat reports it, once training has started.
-    pub fn progress(&self) -> Option<Value> {
+    pub fn progress(&self) -> Option<JobProgress> {
         let epochs = self.epochs.load(Ordering::Relaxed);
-        (epochs > 0).then(|| {
-            json!({
-                "epoch": self.epoch.load(Ordering::Relaxed),
-                "epochs": epochs,
-                "step": self.step.load(Ordering::Relaxed),
-                "steps": self.steps.load(Ordering::Relaxed),
-            })
+        (epochs > 0).then(|| JobProgress {
+            epoch: self.epoch.load(Ordering::Relaxed),
+            epochs,
+            step: Some(self.step.load(Ordering::Relaxed)),
+            steps: Some(self.steps.load(Ordering::Relaxed)),
         })
     }
 }
@@ -137,9 +135,12 @@ mod tests {
             epochs: 10,
             loss: 0.5,
         });
+        let progress = control.progress().unwrap();
+        assert_eq!(progress, JobProgress { epoch: 2, epochs: 10, step: Some(3), steps: Some(8) });
+        // The `jobs.progress` row the heartbeat writes, as it always was.
         assert_eq!(
-            control.progress(),
-            Some(json!({"epoch": 2, "epochs": 10, "step": 3, "steps": 8}))
+            serde_json::to_value(progress).unwrap(),
+            serde_json::json!({"epoch": 2, "epochs": 10, "step": 3, "steps": 8})
         );
     }
 }

@@ -41,7 +41,6 @@ pub mod settings;
 pub mod shutdown;
 mod worker;
 
-pub use inputs::{BlobInput, Inputs};
 pub use settings::{DeviceSetting, Settings};
 pub use shutdown::Shutdown;
 pub use worker::run;

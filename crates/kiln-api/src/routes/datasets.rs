@@ -151,7 +151,7 @@ pub async fn upload(
                     "a TorchScript module is the zip archive `torch.jit.save` writes".to_owned(),
                 )]));
             }
-            json!({"format": "torchscript"})
+            kiln_types::DatasetSchema::TorchScript
         }
         _ => {
             let expect = format.clone();
@@ -292,7 +292,7 @@ pub async fn download(
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"{filename}\""),
         ))
-        .insert_header(("X-Kiln-Sha256", dataset.sha256))
+        .insert_header(("X-Kiln-Sha256", dataset.sha256.as_str().to_owned()))
         .no_chunking(size)
         .streaming(stream.map(|chunk| chunk.map_err(std::io::Error::other))))
 }

@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use kiln_db::repo::runs;
 use kiln_queue::CancelOutcome;
 use kiln_types::api::{self, LogLine, MetricSeries, Page, Progress};
+use kiln_types::spec::JobSpec;
 use kiln_types::{JobState, Role};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -18,8 +19,6 @@ use crate::state::AppState;
 
 /// The wire view of a queue job.
 pub fn job_view(job: kiln_queue::Job) -> api::Job {
-    let progress = job.progress.as_ref();
-    let field = |name: &str| progress.and_then(|p| p.get(name)).and_then(|v| v.as_i64());
     let result = job.result.as_ref();
     api::Job {
         id: job.id,
@@ -28,13 +27,18 @@ pub fn job_view(job: kiln_queue::Job) -> api::Job {
         attempt: job.attempt,
         max_attempts: job.max_attempts,
         priority: job.priority,
-        progress: match (field("epoch"), result.and_then(|r| r["epochs_completed"].as_i64())) {
+        progress: match (job.progress, result) {
+            (Some(p), _) => {
+                Progress { epoch: Some(i64::from(p.epoch)), epochs: Some(i64::from(p.epochs)) }
+            }
             // A job that ended between heartbeats: its result says how far it got.
-            (None, Some(done)) => Progress {
-                epoch: Some(done),
-                epochs: job.spec["hyperparameters"]["epochs"].as_i64(),
+            (None, Some(r)) => Progress {
+                epoch: Some(i64::from(r.epochs_completed)),
+                epochs: JobSpec::parse(&job.spec)
+                    .ok()
+                    .map(|spec| i64::from(spec.hyperparameters.epochs)),
             },
-            (epoch, _) => Progress { epoch, epochs: field("epochs") },
+            (None, None) => Progress { epoch: None, epochs: None },
         },
         device: job.device.as_str().to_owned(),
         ran_on_device: job.ran_on_device,
@@ -42,11 +46,8 @@ pub fn job_view(job: kiln_queue::Job) -> api::Job {
         checkpoint_epoch: job.checkpoint_epoch,
         cancel_requested: job.cancel_requested_at.is_some(),
         error: job.error,
-        model_bundle: result
-            .and_then(|r| r.get("model_bundle"))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        metrics: result.and_then(|r| r.get("metrics")).cloned(),
+        model_bundle: result.map(|r| r.model_bundle.clone()),
+        metrics: result.map(|r| serde_json::to_value(&r.metrics).expect("metrics serialise")),
         spec: job.spec,
         created_at: job.created_at,
         started_at: job.started_at,

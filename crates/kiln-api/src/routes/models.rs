@@ -69,28 +69,26 @@ pub async fn register(
             format!("job {} is {}; only a succeeded job can be registered", job.id, job.state),
         ));
     }
-    let result = job.result.clone().unwrap_or_default();
-    let (Some(bundle_key), Some(bundle_sha256)) =
-        (result["model_bundle"].as_str(), result["bundle_sha256"].as_str())
-    else {
+    let Some(result) = &job.result else {
         return Err(ApiError::internal(format!(
             "succeeded job {} has no model bundle in its result",
             job.id
         )));
     };
+    let bundle_sha256 = result.bundle_sha256.as_str();
     let dataset_sha256 =
-        job.inputs["dataset"]["sha256"].as_str().or(result["dataset_sha256"].as_str());
+        Some(job.inputs.dataset.as_ref().map_or(&result.dataset_sha256, |d| &d.sha256).as_str());
     let (version, created) = models::register_version_once(
         &state.db,
         team,
         &name,
         models::NewVersion {
             job_id: job.id,
-            bundle_key,
+            bundle_key: &result.model_bundle,
             bundle_sha256,
             dataset_sha256,
             spec: job.spec.clone(),
-            metrics: result.get("metrics").cloned().unwrap_or_else(|| json!({})),
+            metrics: serde_json::to_value(&result.metrics).map_err(ApiError::internal)?,
             created_by: Some(caller.token_id()),
         },
     )

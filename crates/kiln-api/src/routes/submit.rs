@@ -16,8 +16,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use kiln_db::repo::{datasets, runs};
 use kiln_queue::{Enqueued, NewJob};
 use kiln_types::memory::format_bytes;
-use kiln_types::spec::{JobSpec, ModelSpec, Task};
-use kiln_types::{DataShape, Role};
+use kiln_types::spec::{JobSpec, ModelSpec, ValidationErrors};
+use kiln_types::{DataShape, InputBlob, JobInputs, Role};
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -30,85 +30,53 @@ use crate::state::AppState;
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 
-fn input_of(d: &datasets::Dataset) -> Value {
-    json!({"id": d.id, "key": d.storage_key, "sha256": d.sha256, "format": d.format, "size_bytes": d.size_bytes})
+fn input_of(d: &datasets::Dataset) -> Result<InputBlob, ApiError> {
+    Ok(InputBlob {
+        id: d.id,
+        key: d.storage_key.clone(),
+        sha256: d.sha256.clone(),
+        format: d.format.parse().map_err(ApiError::internal)?,
+        size_bytes: u64::try_from(d.size_bytes).ok(),
+    })
 }
 
-/// Checks the spec against its dataset (and script); returns the job's inputs and the
-/// dataset's shape as the model sees it, or the offending fields.
+/// Checks the spec against its dataset (and script) with `JobSpec::check_against`, the
+/// rules kiln-ml applies again before training; returns the job's inputs and the dataset's
+/// shape as the model sees it, or records the offending fields.
 async fn resolve_inputs(
     state: &AppState,
     team: Uuid,
     spec: &JobSpec,
-    problems: &mut Vec<(String, String)>,
-) -> Result<(Value, Option<DataShape>), ApiError> {
-    let mut inputs = json!({});
+    problems: &mut ValidationErrors,
+) -> Result<(JobInputs, Option<DataShape>), ApiError> {
+    let mut inputs = JobInputs::default();
     let mut shape = None;
     match datasets::get(&state.db, team, spec.dataset_id).await? {
-        None => problems.push(("dataset_id".into(), "no dataset with this id in your team".into())),
-        Some(d) if d.format == "torchscript" => problems.push((
-            "dataset_id".into(),
-            "this upload is a TorchScript module, not training data; name it in model.dataset_id"
-                .into(),
-        )),
+        None => problems.add("dataset_id", "no dataset with this id in your team"),
         Some(d) => {
-            check_against_schema(spec, &d, problems);
-            shape = data_shape(spec, &d);
-            inputs["dataset"] = input_of(&d);
+            if let Err(errors) = spec.check_against(&d.schema) {
+                merge(problems, errors);
+            }
+            shape = spec.data_shape(&d.schema);
+            inputs.dataset = Some(input_of(&d)?);
         }
     }
     if let ModelSpec::TorchScript { dataset_id } = &spec.model {
         match datasets::get(&state.db, team, *dataset_id).await? {
-            Some(d) if d.format == "torchscript" => inputs["script"] = input_of(&d),
-            Some(_) => problems.push((
-                "model.dataset_id".into(),
-                "this upload is not a TorchScript module (upload one with ?format=torchscript)"
-                    .into(),
-            )),
-            None => problems
-                .push(("model.dataset_id".into(), "no upload with this id in your team".into())),
+            Some(d) => match spec.check_script(&d.schema) {
+                Ok(()) => inputs.script = Some(input_of(&d)?),
+                Err(errors) => merge(problems, errors),
+            },
+            None => problems.add("model.dataset_id", "no upload with this id in your team"),
         }
     }
     Ok((inputs, shape))
 }
 
-/// Distinct values a schema counts before it says "more than 100" (`distinct: null`): an
-/// uncounted categorical column is taken to be one-hot encoded this wide, so the estimate
-/// of such a model is a lower bound.
-const UNCOUNTED_DISTINCT: u64 = 101;
-
-/// The shape of the data as the spec's model would see it, from the dataset's schema: a
-/// sample's width (a number column is one feature, a category as many as its distinct
-/// values) or shape, and the number of outputs (classes; at least 2 where the schema does
-/// not count them).
-fn data_shape(spec: &JobSpec, d: &datasets::Dataset) -> Option<DataShape> {
-    let rows = d.schema["rows"].as_u64()?;
-    let split = spec.hyperparameters.validation_split;
-    if d.format == "npz" {
-        let shape: Vec<u64> =
-            d.schema["x"]["shape"].as_array()?.iter().map(Value::as_u64).collect::<Option<_>>()?;
-        let outputs = if spec.task == Task::Classification { 2 } else { 1 };
-        return Some(DataShape::split(rows, split, shape.get(1..)?.to_vec(), outputs));
+fn merge(into: &mut ValidationErrors, errors: ValidationErrors) {
+    for (path, message) in errors.fields() {
+        into.add(path.clone(), message.clone());
     }
-    let columns = d.schema["columns"].as_array()?;
-    let width_of = |c: &Value| match c["type"].as_str() {
-        Some("category") => c["distinct"].as_u64().unwrap_or(UNCOUNTED_DISTINCT),
-        _ => 1,
-    };
-    let target = spec.target.as_deref();
-    let mut features = 0u64;
-    let mut outputs = 1u64;
-    for c in columns {
-        let name = c["name"].as_str()?;
-        if Some(name) == target {
-            if spec.task == Task::Classification {
-                outputs = c["distinct"].as_u64().unwrap_or(UNCOUNTED_DISTINCT);
-            }
-        } else if spec.features.as_ref().is_none_or(|f| f.iter().any(|f| f == name)) {
-            features = features.saturating_add(width_of(c));
-        }
-    }
-    Some(DataShape::split(rows, split, vec![features], outputs))
 }
 
 /// Refuses a model whose estimated training memory exceeds the limit: a 422 naming the
@@ -133,65 +101,6 @@ fn check_model_memory(spec: &JobSpec, shape: &DataShape, limit: u64) -> Result<(
     err.details["memory_estimate"] = json!(estimate);
     err.details["memory_limit_bytes"] = json!(limit);
     Err(err)
-}
-
-fn check_against_schema(
-    spec: &JobSpec,
-    d: &datasets::Dataset,
-    problems: &mut Vec<(String, String)>,
-) {
-    let is_cnn = matches!(spec.model, ModelSpec::Cnn { .. });
-    if d.format == "npz" {
-        let rank = d.schema["x"]["shape"].as_array().map_or(0, Vec::len);
-        if is_cnn && rank != 4 {
-            problems.push(("model.type".into(), format!("a CNN needs images (x of shape N×C×H×W); this dataset's x has {rank} dimensions")));
-        }
-        return;
-    }
-    // CSV: the named columns must exist.
-    let columns: Vec<(&str, &str)> = d.schema["columns"]
-        .as_array()
-        .map(|cols| {
-            cols.iter().filter_map(|c| Some((c["name"].as_str()?, c["type"].as_str()?))).collect()
-        })
-        .unwrap_or_default();
-    let names = || columns.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-    if is_cnn {
-        problems.push((
-            "model.type".into(),
-            "a CNN needs images: upload an NPZ dataset with x of shape N×C×H×W".into(),
-        ));
-    }
-    match spec.target.as_deref() {
-        None => problems
-            .push(("target".into(), "required for CSV datasets: the column to predict".into())),
-        Some(target) => match columns.iter().find(|(n, _)| *n == target) {
-            None => problems.push((
-                "target".into(),
-                format!("the dataset has no column `{target}`; its columns are {}", names()),
-            )),
-            Some((_, kind)) if spec.task == Task::Regression && *kind != "number" => {
-                problems.push((
-                    "target".into(),
-                    format!("regression needs a numeric target; `{target}` holds categories"),
-                ))
-            }
-            Some(_) => {}
-        },
-    }
-    if let Some(features) = &spec.features {
-        for (i, feature) in features.iter().enumerate() {
-            if !columns.iter().any(|(n, _)| n == feature) {
-                problems.push((
-                    format!("features[{i}]"),
-                    format!("the dataset has no column `{feature}`"),
-                ));
-            } else if spec.target.as_deref() == Some(feature.as_str()) {
-                problems
-                    .push((format!("features[{i}]"), "the target cannot also be a feature".into()));
-            }
-        }
-    }
 }
 
 /// The request's own W3C `traceparent`, when well formed (`00-<32 hex>-<16 hex>-<2 hex>`):
@@ -243,10 +152,12 @@ pub async fn submit(
     let spec = JobSpec::parse(&body).map_err(|errors| {
         ApiError::validation(errors.fields().iter().map(|(k, v)| (k.clone(), v.clone())))
     })?;
-    let mut problems = Vec::new();
+    let mut problems = ValidationErrors::default();
     let (inputs, shape) = resolve_inputs(&state, team, &spec, &mut problems).await?;
     if !problems.is_empty() {
-        return Err(ApiError::validation(problems));
+        return Err(ApiError::validation(
+            problems.fields().iter().map(|(k, v)| (k.clone(), v.clone())),
+        ));
     }
     if let Some(shape) = &shape {
         check_model_memory(&spec, shape, state.limits.model_memory_bytes)?;

@@ -1,13 +1,14 @@
 //! Datasets: immutable, versioned per name within a team. The bytes live in the artifact
-//! store under `storage_key`; the row holds what was learned while streaming them in.
+//! store under `storage_key`; the row holds what was learned while streaming them in. The
+//! `schema` column is kiln-types' [`DatasetSchema`], decoded here.
 
 use chrono::{DateTime, Utc};
+use kiln_types::{DatasetSchema, Sha256Digest};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use serde::Serialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::audit::{self, AuditEntry};
@@ -21,29 +22,38 @@ pub struct Dataset {
     pub name: String,
     pub version: i32,
     pub format: String,
-    pub sha256: String,
+    pub sha256: Sha256Digest,
     pub size_bytes: i64,
     pub storage_key: String,
-    pub schema: Value,
+    pub schema: DatasetSchema,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
-impl From<datasets::Model> for Dataset {
-    fn from(m: datasets::Model) -> Self {
-        Dataset {
+impl TryFrom<datasets::Model> for Dataset {
+    type Error = RepoError;
+
+    /// A row whose digest or schema does not decode is a database error (the column's
+    /// contents are not what Kiln writes).
+    fn try_from(m: datasets::Model) -> Result<Self, RepoError> {
+        let corrupt = |what: &str, err: &dyn std::fmt::Display| {
+            RepoError::Db(sea_orm::DbErr::Json(format!("datasets.{what} of {}: {err}", m.id)))
+        };
+        let sha256 = Sha256Digest::parse(m.sha256.clone()).map_err(|e| corrupt("sha256", &e))?;
+        let schema = serde_json::from_value(m.schema.clone()).map_err(|e| corrupt("schema", &e))?;
+        Ok(Dataset {
             id: m.id,
             team_id: m.team_id,
             name: m.name,
             version: m.version,
             format: m.format,
-            sha256: m.sha256,
+            sha256,
             size_bytes: m.size_bytes,
             storage_key: m.storage_key,
-            schema: m.schema,
+            schema,
             created_by: m.created_by,
             created_at: m.created_at,
-        }
+        })
     }
 }
 
@@ -56,7 +66,7 @@ pub struct NewDataset<'a> {
     pub sha256: &'a str,
     pub size_bytes: i64,
     pub storage_key: &'a str,
-    pub schema: Value,
+    pub schema: DatasetSchema,
     pub created_by: Option<Uuid>,
 }
 
@@ -91,14 +101,14 @@ pub async fn create(db: &impl ConnectionTrait, new: NewDataset<'_>) -> Result<Da
                 new.sha256.into(),
                 new.size_bytes.into(),
                 new.storage_key.into(),
-                new.schema.clone().into(),
+                serde_json::to_value(&new.schema).map_err(|e| sea_orm::DbErr::Json(e.to_string()))?.into(),
                 new.created_by.into(),
             ],
         ))
         .one(db)
         .await;
         match result {
-            Ok(Some(model)) => return Ok(model.into()),
+            Ok(Some(model)) => return model.try_into(),
             Ok(None) => return Err(RepoError::NotFound { resource: "dataset" }),
             Err(err)
                 if matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) =>
@@ -120,7 +130,7 @@ pub async fn find_same(
     sha256: &str,
     format: &str,
 ) -> Result<Option<Dataset>, RepoError> {
-    Ok(datasets::Entity::find()
+    datasets::Entity::find()
         .filter(datasets::Column::TeamId.eq(team_id))
         .filter(datasets::Column::Name.eq(name))
         .filter(datasets::Column::Sha256.eq(sha256))
@@ -128,7 +138,8 @@ pub async fn find_same(
         .order_by_desc(datasets::Column::Version)
         .one(db)
         .await?
-        .map(Into::into))
+        .map(TryInto::try_into)
+        .transpose()
 }
 
 /// [`create`], unless the name already has a version with these bytes in this format: then
@@ -245,11 +256,12 @@ pub async fn get(
     team_id: Uuid,
     id: Uuid,
 ) -> Result<Option<Dataset>, RepoError> {
-    Ok(datasets::Entity::find_by_id(id)
+    datasets::Entity::find_by_id(id)
         .filter(datasets::Column::TeamId.eq(team_id))
         .one(db)
         .await?
-        .map(Into::into))
+        .map(Dataset::try_from)
+        .transpose()
 }
 
 /// A team's datasets, newest first, optionally only one name.
@@ -270,9 +282,8 @@ pub async fn list(
         query = query.filter(datasets::Column::Id.lt(after));
     }
     let rows = query.limit(limit + 1).all(db).await?;
-    Ok(Page::from_rows(rows.into_iter().map(Into::into).collect(), limit, |d: &Dataset| {
-        d.id.to_string()
-    }))
+    let rows = rows.into_iter().map(Dataset::try_from).collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(rows, limit, |d: &Dataset| d.id.to_string()))
 }
 
 /// Every storage key a dataset refers to (for garbage collection).

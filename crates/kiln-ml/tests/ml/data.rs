@@ -49,7 +49,7 @@ fn categorical_columns_are_one_hot_encoded_with_the_training_vocabulary() {
         csv.push_str(&format!("{colour},{},{}\n", i % 7, if i % 2 == 0 { "yes" } else { "no" }));
     }
     let data = Dataset::from_csv_bytes(csv.as_bytes()).unwrap();
-    let schema = data.schema();
+    let schema = serde_json::to_value(data.schema()).unwrap();
     assert_eq!(
         schema["columns"][0],
         json!({"name": "colour", "type": "category", "missing": 0, "distinct": 3, "label_candidate": true})
@@ -125,20 +125,51 @@ fn missing_values_fail_unless_imputed() {
 #[test]
 fn the_spec_must_fit_the_columns() {
     let data = dataset("iris.csv");
+    // The rules the API applies at submission (JobSpec::check_against), by field.
+    let unfit = |spec: &kiln_types::JobSpec, field: &str, words: &str| {
+        let err = prepare(spec, &data).unwrap_err();
+        assert!(err.is_user_error(), "{err}");
+        let MlError::Unfit(errors) = &err else { panic!("{err:?}") };
+        assert!(errors.fields()[field].contains(words), "{err}");
+        assert!(err.to_string().contains(words), "{err}");
+    };
     let wrong_target = spec("classification", Some("specis"), json!({"type": "linear"}), json!({}));
-    let err = prepare(&wrong_target, &data).unwrap_err();
-    assert!(matches!(&err, MlError::Spec { field, .. } if field == "target"));
-    assert!(err.to_string().contains("no column `specis`"), "{err}");
+    unfit(&wrong_target, "target", "no column `specis`");
     let cnn = spec("classification", Some("species"), json!({"type": "cnn"}), json!({}));
-    let prepared = prepare(&cnn, &data).unwrap();
-    let err =
-        kiln_ml::train(&cnn, &prepared, &crate::support::cpu(), &mut kiln_ml::NoObserver, None)
-            .unwrap_err();
-    assert!(err.is_user_error() && err.to_string().contains("a cnn needs image inputs"), "{err}");
+    unfit(&cnn, "model.type", "a CNN needs images");
     let regression_on_text =
         spec("regression", Some("species"), json!({"type": "linear"}), json!({}));
-    let err = prepare(&regression_on_text, &data).unwrap_err();
-    assert!(err.to_string().contains("target `setosa` is not a number"), "{err}");
+    unfit(&regression_on_text, "target", "regression needs a numeric target");
+
+    // What needs the values stays here: a numeric column with a word in it.
+    let mut csv = String::from("a,y\n");
+    for i in 0..20 {
+        csv.push_str(&format!("{i},{}\n", if i == 7 { "seven".to_owned() } else { i.to_string() }));
+    }
+    let data = Dataset::from_csv_bytes(csv.as_bytes()).unwrap();
+    let regression = spec("regression", Some("y"), json!({"type": "linear"}), json!({}));
+    let err = prepare(&regression, &data).unwrap_err();
+    assert!(err.to_string().contains("target `seven` is not a number"), "{err}");
+}
+
+/// The schemas kiln-ml infers are the JSON the `datasets.schema` rows hold: kiln-types'
+/// contract fixtures are these files' schemas.
+#[test]
+fn schemas_are_the_stored_rows() {
+    let fixture = |name: &str| -> serde_json::Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../kiln-types/tests/fixtures")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    for (data, fixture_name) in
+        [("iris.csv", "schema_iris_csv.json"), ("digits.npz", "schema_digits_npz.json")]
+    {
+        let schema = serde_json::to_value(dataset(data).schema()).unwrap();
+        assert_eq!(schema, fixture(fixture_name), "{data}");
+        let (_, streamed) = kiln_ml::schema_of_file(crate::support::data_path(data)).unwrap();
+        assert_eq!(serde_json::to_value(streamed).unwrap(), schema, "{data}");
+    }
 }
 
 #[test]
@@ -158,7 +189,7 @@ fn malformed_files_are_user_errors() {
 fn digits_npz_holds_images_with_per_channel_statistics() {
     let data = dataset("digits.npz");
     assert_eq!((data.format(), data.len()), (DatasetFormat::Npz, 1797));
-    assert_eq!(data.schema()["x"]["shape"], json!([1797, 1, 8, 8]));
+    assert_eq!(serde_json::to_value(data.schema()).unwrap()["x"]["shape"], json!([1797, 1, 8, 8]));
     let spec = spec("classification", None, json!({"type": "cnn"}), json!({}));
     let prepared = prepare(&spec, &data).unwrap();
     let InputEncoding::Tensor { shape, shift, scale, .. } = &prepared.preprocessor.input else {
@@ -176,7 +207,8 @@ fn continuous_columns_are_not_label_candidates() {
     for i in 0..300 {
         csv.push_str(&format!("{}.5,{}\n", i, i % 2));
     }
-    let schema = Dataset::from_csv_bytes(csv.as_bytes()).unwrap().schema();
+    let schema =
+        serde_json::to_value(Dataset::from_csv_bytes(csv.as_bytes()).unwrap().schema()).unwrap();
     assert_eq!(schema["columns"][0]["label_candidate"], false);
     assert_eq!(
         schema["columns"][0]["distinct"],
@@ -270,6 +302,7 @@ fn the_streamed_schema_of_a_file_is_the_whole_file_schema_and_errors_alike() {
         }
     }
     let (_, mixed) = schema_of_file(dir.path().join("mixed.csv")).unwrap();
+    let mixed = serde_json::to_value(mixed).unwrap();
     assert_eq!(mixed["columns"][1]["distinct"], json!(null), "150 distinct values: past the cap");
     assert_eq!(mixed["columns"][2]["missing"], 45, "empty cells only; NA counts as a value");
     let nan = schema_of_file(dir.path().join("nan.npz")).unwrap_err();

@@ -2,7 +2,6 @@
 
 use kiln_queue::{CancelOutcome, QueueError};
 use kiln_types::{JobState, WorkerDevice};
-use serde_json::json;
 
 use crate::Harness;
 
@@ -62,7 +61,7 @@ async fn cancel_finished_or_missing_job() {
     let team = h.team("alpha", 4).await;
     let [job_id] = h.submit(team, 1).await[..] else { unreachable!() };
     let lease = h.claim(WorkerDevice::Cpu).await.unwrap();
-    h.queue.complete(&lease, &json!({}), "cpu", None).await.unwrap();
+    h.queue.complete(&lease, &crate::result("cpu"), "cpu", None).await.unwrap();
     assert_eq!(
         h.queue.cancel(job_id).await.unwrap(),
         CancelOutcome::AlreadyFinished(JobState::Succeeded)

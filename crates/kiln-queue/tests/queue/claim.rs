@@ -85,7 +85,7 @@ async fn completing_a_job_frees_a_slot_under_the_cap() {
     h.submit(team, 2).await;
     let first = h.claim(WorkerDevice::Cpu).await.unwrap();
     assert!(h.claim(WorkerDevice::Cpu).await.is_none());
-    h.queue.complete(&first, &json!({}), "cpu", None).await.unwrap();
+    h.queue.complete(&first, &crate::result("cpu"), "cpu", None).await.unwrap();
     assert!(h.claim(WorkerDevice::Cpu).await.is_some());
 }
 

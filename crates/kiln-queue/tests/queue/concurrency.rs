@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use kiln_queue::QueueError;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::{Harness, cpu};
@@ -27,8 +26,8 @@ async fn two_thousand_jobs_eight_claimers_each_completed_exactly_once() {
         tasks.push(tokio::spawn(async move {
             let claimer = cpu();
             while let Some(lease) = queue.claim(claimer).await.unwrap() {
-                queue.heartbeat(&lease, Some(&json!({"epoch": 1}))).await.unwrap();
-                queue.complete(&lease, &json!({"ok": true}), "cpu", None).await.unwrap();
+                queue.heartbeat(&lease, Some(&crate::progress(1, 3))).await.unwrap();
+                queue.complete(&lease, &crate::result("cpu"), "cpu", None).await.unwrap();
                 *completions.lock().unwrap().entry(lease.job_id()).or_default() += 1;
             }
         }));

@@ -5,7 +5,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_types::JobState;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::{Harness, cpu};
@@ -48,7 +47,7 @@ async fn killed_claimer_process_job_is_rescued_and_completed_by_another() {
     let lease = h.queue.claim(cpu()).await.unwrap().expect("another claimer takes it");
     assert_eq!(lease.job_id(), job_id);
     assert_eq!(lease.epoch, 2);
-    h.queue.complete(&lease, &json!({"done": true}), "cpu", None).await.unwrap();
+    h.queue.complete(&lease, &crate::result("cpu"), "cpu", None).await.unwrap();
 
     let job = h.queue.get(job_id).await.unwrap();
     assert_eq!(job.state, JobState::Succeeded);
@@ -90,8 +89,8 @@ async fn duplicate_metric_points_after_a_resume_leave_one_point_per_epoch() {
     h.queue.append_metrics(&second, &epochs(2.0, 4..=8)).await.unwrap();
     // The dead attempt's writes stay fenced out.
     assert!(h.queue.append_metrics(&first, &epochs(1.0, 9..=9)).await.is_err());
-    let progress = json!({"epoch": 8, "epochs": 8, "step": 4, "steps": 4});
-    h.queue.complete(&second, &json!({}), "cpu", Some(&progress)).await.unwrap();
+    let progress = crate::progress(8, 8);
+    h.queue.complete(&second, &crate::result("cpu"), "cpu", Some(&progress)).await.unwrap();
     assert_eq!(h.queue.get(job_id).await.unwrap().progress, Some(progress));
 
     let series = kiln_db::repo::runs::series(&h.test.db, job_id, None).await.unwrap();

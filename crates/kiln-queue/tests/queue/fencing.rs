@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use kiln_queue::{LogLine, MetricPoint, QueueConfig, QueueError};
 use kiln_types::JobState;
-use serde_json::json;
 
 use crate::{Harness, cpu, test_config};
 
@@ -36,7 +35,7 @@ async fn expired_lease_is_fenced_out_after_takeover() {
     assert_eq!(b.epoch, 2);
 
     // A wakes up: every write is rejected.
-    assert!(lost(h.queue.heartbeat(&a, Some(&json!({"epoch": 9}))).await));
+    assert!(lost(h.queue.heartbeat(&a, Some(&crate::progress(9, 10))).await));
     assert!(lost(h.queue.checkpoint(&a, "ckpt/a", 9).await));
     assert!(lost(h.queue.mark_resumed(&a, 9).await));
     assert!(lost(h.queue.append_logs(&a, &[LogLine { level: "info", message: "A".into() }]).await));
@@ -45,7 +44,7 @@ async fn expired_lease_is_fenced_out_after_takeover() {
             .append_metrics(&a, &[MetricPoint { name: "train_loss".into(), step: 9, value: 1.0 }])
             .await
     ));
-    assert!(lost(h.queue.complete(&a, &json!({"by": "A"}), "cpu", None).await));
+    assert!(lost(h.queue.complete(&a, &crate::result("by A"), "cpu", None).await));
     assert!(lost(h.queue.fail(&a, "A failed", true).await));
     assert!(lost(h.queue.release(&a).await));
     assert!(lost(h.queue.cancelled(&a).await));
@@ -53,10 +52,10 @@ async fn expired_lease_is_fenced_out_after_takeover() {
     // B's writes land, and B's result is the job's result.
     h.queue.checkpoint(&b, "ckpt/b", 3).await.unwrap();
     h.queue.append_logs(&b, &[LogLine { level: "info", message: "B".into() }]).await.unwrap();
-    h.queue.complete(&b, &json!({"by": "B"}), "cpu", None).await.unwrap();
+    h.queue.complete(&b, &crate::result("by B"), "cpu", None).await.unwrap();
     let job = h.queue.get(job_id).await.unwrap();
     assert_eq!(job.state, JobState::Succeeded);
-    assert_eq!(job.result, Some(json!({"by": "B"})));
+    assert_eq!(job.result, Some(crate::result("by B")));
     assert_eq!(job.checkpoint_key.as_deref(), Some("ckpt/b"));
     assert_eq!(job.progress, None, "A's progress never landed");
     assert_eq!(job.attempt, 2);
@@ -83,10 +82,10 @@ async fn heartbeat_extends_the_lease_by_the_database_clock() {
     let lease = h.claim(kiln_types::WorkerDevice::Cpu).await.unwrap();
     let before = lease.job.lease_expires_at.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let reply = h.queue.heartbeat(&lease, Some(&json!({"epoch": 2, "epochs": 10}))).await.unwrap();
+    let reply = h.queue.heartbeat(&lease, Some(&crate::progress(2, 10))).await.unwrap();
     assert!(reply.lease_expires_at > before);
     assert!(!reply.cancel_requested);
     let job = h.queue.get(lease.job_id()).await.unwrap();
-    assert_eq!(job.progress, Some(json!({"epoch": 2, "epochs": 10})));
+    assert_eq!(job.progress, Some(crate::progress(2, 10)));
     assert_eq!(job.lease_expires_at, Some(reply.lease_expires_at));
 }

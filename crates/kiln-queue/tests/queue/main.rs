@@ -15,10 +15,28 @@ use std::time::Duration;
 
 use kiln_db::testing::{TestDatabase, fresh_database};
 use kiln_queue::{Claimer, Lease, NewJob, Queue, QueueConfig};
-use kiln_types::WorkerDevice;
+use kiln_types::{JobProgress, JobResult, WorkerDevice};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 use uuid::Uuid;
+
+/// A job result as the worker writes it; `device` tells results apart.
+pub fn result(device: &str) -> JobResult {
+    let sha = "9cc1c345c71bcc9b486b74cbf6063fa66f4bb5e0f603a4b3c3471ec2e5e8e355";
+    serde_json::from_value(json!({
+        "model_bundle": format!("teams/t/blobs/sha256/9c/{sha}"), "bundle_sha256": sha,
+        "metrics": {"train_loss": 0.5, "val_loss": 0.4, "val_accuracy": 0.9, "val_f1": 0.9,
+                    "best_epoch": 3, "stopped_early": false},
+        "dataset_sha256": sha, "device": device, "training_seconds": 1.5,
+        "epochs_completed": 3, "resumed_from_epoch": null,
+    }))
+    .expect("a valid result")
+}
+
+/// Progress as a heartbeat reports it.
+pub fn progress(epoch: u32, epochs: u32) -> JobProgress {
+    JobProgress { epoch, epochs, step: Some(4), steps: Some(4) }
+}
 
 /// A fresh database with a queue over it.
 #[derive(Debug)]

@@ -98,7 +98,7 @@ async fn a_job_without_dataset_inputs_fails_at_once_saying_so() {
     let bench = Bench::new(StoreKind::Local).await;
     let iris = bench.upload(&data_file("iris.csv"), "csv").await;
     let mut missing = iris.clone();
-    missing.inputs = json!({});
+    missing.inputs = kiln_types::JobInputs::default();
     let id = bench.submit(&missing, iris_spec(2, 16)).await;
     let error = fails_at_once(&bench, id).await;
     assert!(error.contains("no dataset in its inputs"), "{error}");

@@ -2,21 +2,20 @@
 
 use kiln_ml::{DeviceChoice, ModelBundle, Prediction};
 use kiln_store::Key;
-use kiln_types::JobState;
+use kiln_types::{JobResult, JobState};
 use serde_json::{Map, Value, json};
 
 use crate::support::{Bench, StoreKind, data_file, iris_spec};
 
-async fn bundle_of(bench: &Bench, result: &Value) -> ModelBundle {
-    let key = Key::parse(result["model_bundle"].as_str().expect("model_bundle").to_owned())
-        .expect("a key");
+async fn bundle_of(bench: &Bench, result: &JobResult) -> ModelBundle {
+    let key = Key::parse(result.model_bundle.clone()).expect("a key");
     let mut stream = bench.store.get(&key, None).await.expect("bundle in the store");
     let mut bytes = Vec::new();
     use futures::StreamExt;
     while let Some(chunk) = stream.next().await {
         bytes.extend_from_slice(&chunk.expect("bundle bytes"));
     }
-    assert_eq!(kiln_ml::sha256_hex(&bytes), result["bundle_sha256"].as_str().unwrap());
+    assert_eq!(result.bundle_sha256, kiln_ml::sha256_hex(&bytes));
     ModelBundle::from_bytes(&bytes).expect("a model bundle")
 }
 
@@ -36,17 +35,16 @@ async fn a_job_goes_from_queued_to_succeeded_with_metrics_logs_and_a_loadable_bu
     // The result, as the API reads it.
     let result = job.result.clone().expect("a result");
     assert_eq!(job.ran_on_device.as_deref(), Some("cpu"));
-    assert_eq!(result["device"], "cpu");
-    assert_eq!(result["epochs_completed"], json!(epochs));
-    assert_eq!(result["resumed_from_epoch"], Value::Null);
-    assert_eq!(result["dataset_sha256"], iris.inputs["dataset"]["sha256"]);
-    assert!(result["training_seconds"].as_f64().unwrap() > 0.0);
-    let metrics = &result["metrics"];
-    for name in ["train_loss", "val_loss", "val_accuracy", "val_f1"] {
-        assert!(metrics[name].is_number(), "metrics.{name} in {metrics}");
-    }
-    assert!(metrics["val_accuracy"].as_f64().unwrap() > 0.6, "Iris is learnable: {metrics}");
-    assert_eq!(metrics["confusion_matrix"].as_array().map(Vec::len), Some(3));
+    assert_eq!(result.device, "cpu");
+    assert_eq!(result.epochs_completed, epochs);
+    assert_eq!(result.resumed_from_epoch, None);
+    assert_eq!(Some(&result.dataset_sha256), iris.inputs.dataset.as_ref().map(|d| &d.sha256));
+    assert!(result.training_seconds > 0.0);
+    let metrics = &result.metrics;
+    let names: Vec<&str> = metrics.series().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, ["train_loss", "val_loss", "val_accuracy", "val_f1"], "{metrics:?}");
+    assert!(metrics.val_accuracy.unwrap() > 0.6, "Iris is learnable: {metrics:?}");
+    assert_eq!(metrics.confusion_matrix.as_ref().map(Vec::len), Some(3));
 
     // Per-epoch metrics, step = epoch (1-based), one point per series and epoch.
     for name in ["train_loss", "val_loss", "val_accuracy", "val_f1"] {
@@ -133,7 +131,7 @@ async fn time_based_checkpoints_leave_the_result_unchanged() {
     assert_eq!(plain.checkpoint_key, None, "no checkpoint by time or by epoch");
 
     // Stopping for a checkpoint and resuming from it is exact: the same final metrics.
-    let metrics = |job: &kiln_queue::Job| job.result.as_ref().unwrap()["metrics"].clone();
+    let metrics = |job: &kiln_queue::Job| job.result.as_ref().unwrap().metrics.clone();
     assert_eq!(metrics(&timed), metrics(&plain));
 }
 
@@ -150,8 +148,8 @@ async fn final_progress_a_succeeded_job_shows_its_last_epoch_not_its_last_heartb
     let job = bench.wait_for(id, "the job to succeed", |j| j.state.is_terminal()).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", bench.logs());
     let progress = job.progress.expect("the completion records the final progress");
-    assert_eq!(progress["epoch"], json!(epochs), "{progress}");
-    assert_eq!(progress["epochs"], json!(epochs), "{progress}");
-    assert_eq!(progress["step"], progress["steps"], "the last step of the last epoch: {progress}");
+    assert_eq!((progress.epoch, progress.epochs), (epochs, epochs), "{progress:?}");
+    assert!(progress.step.is_some(), "{progress:?}");
+    assert_eq!(progress.step, progress.steps, "the last step of the last epoch: {progress:?}");
     assert!(worker.wait_exit().await.success(), "{}", worker.log());
 }

@@ -60,7 +60,7 @@ async fn a_full_store_fails_the_bundle_upload_and_records_no_checkpoint() {
     let job = bench.wait_for(id, "the retry to end", |j| j.state.is_terminal()).await;
     assert_eq!(job.state, JobState::Succeeded, "{job:#?}\n{}", bench.logs());
     let result = job.result.expect("a result");
-    let key = Key::parse(result["model_bundle"].as_str().unwrap().to_owned()).unwrap();
+    let key = Key::parse(result.model_bundle.clone()).unwrap();
     let meta = bench.store.head(&key).await.unwrap();
     assert!(meta.size > 0);
     let mut stream = bench.store.get(&key, None).await.unwrap();

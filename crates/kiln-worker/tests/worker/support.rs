@@ -14,6 +14,7 @@ use kiln_queue::{Job, NewJob, Queue, QueueConfig};
 use kiln_store::testing::{ACCESS_KEY, BUCKET, S3sServer, SECRET_KEY};
 use kiln_store::{ArtifactStore, Key, LocalStore, S3Store, Team};
 use kiln_types::spec::JobSpec;
+use kiln_types::{InputBlob, JobInputs, Sha256Digest};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -62,7 +63,7 @@ pub struct Bench {
 #[derive(Debug, Clone)]
 pub struct Uploaded {
     pub id: Uuid,
-    pub inputs: Value,
+    pub inputs: JobInputs,
     pub key: Key,
 }
 
@@ -147,10 +148,16 @@ impl Bench {
     pub async fn upload(&self, bytes: &[u8], format: &str) -> Uploaded {
         let info = self.store.put_stream(&self.team, &mut &bytes[..]).await.expect("upload");
         let id = Uuid::now_v7();
-        let inputs = json!({"dataset": {
-            "id": id, "key": info.key.to_string(), "sha256": info.sha256.to_string(),
-            "format": format, "size_bytes": info.size,
-        }});
+        let inputs = JobInputs {
+            dataset: Some(InputBlob {
+                id,
+                key: info.key.to_string(),
+                sha256: Sha256Digest::parse(info.sha256.to_string()).expect("a digest"),
+                format: format.parse().expect("csv, npz or torchscript"),
+                size_bytes: Some(info.size),
+            }),
+            script: None,
+        };
         Uploaded { id, inputs, key: info.key }
     }
 
