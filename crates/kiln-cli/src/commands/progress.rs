@@ -115,11 +115,14 @@ pub async fn follow(client: &Client, id: &str, show: bool) -> anyhow::Result<Job
             _ => None,
         };
         let of = total.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
-        if show && job.state != state {
+        // A new state is told before this poll's epochs, an end after them.
+        let changed = show && job.state != state;
+        if changed {
             state.clone_from(&job.state);
             match &bar {
                 Some(bar) => bar.set_prefix(state.clone()),
-                None => eprintln!("job {id} {state}"),
+                None if !ended(&state) => eprintln!("job {id} {state}"),
+                None => {}
             }
         }
         match &bar {
@@ -149,6 +152,9 @@ pub async fn follow(client: &Client, id: &str, show: bool) -> anyhow::Result<Job
             None => {}
         }
         printed = printed.max(done);
+        if changed && bar.is_none() && ended(&state) {
+            eprintln!("job {id} {state}");
+        }
         if ended(&job.state) {
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
