@@ -30,12 +30,22 @@ pub struct Global {
     /// `table` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
+    /// Shorthand for `--output json`.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// Profile in the config file to read defaults from.
     #[arg(long, env = "KILN_PROFILE", default_value = "default", global = true)]
     pub profile: String,
     /// Config file (default $XDG_CONFIG_HOME/kiln/config.toml).
     #[arg(long, env = "KILN_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+}
+
+impl Global {
+    /// The output format after `--json` and `--output`.
+    pub fn format(&self) -> OutputFormat {
+        if self.json { OutputFormat::Json } else { self.output }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,6 +77,23 @@ pub enum Command {
     /// Serve models: create deployments, split traffic, show status and drift.
     #[command(subcommand)]
     Deployments(DeploymentsCommand),
+    /// Tracked runs (training outside Kiln, and every Kiln job) and their metrics.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Who the API takes this token for: URL, profile, token prefix and role.
+    Whoami,
+    /// The audit log, newest first: the caller's team (maintainer) or everyone (admin).
+    Audit {
+        /// Records per page (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Start after this cursor (printed on stderr after a full page).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow the cursor to the end instead of printing one page.
+        #[arg(long, conflicts_with = "cursor")]
+        all: bool,
+    },
     /// Send instances (a JSON file) to a deployment and print the predictions.
     Predict {
         deployment: String,
@@ -179,12 +206,62 @@ pub enum DatasetsCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// One dataset version with its schema.
+    Show { id: uuid::Uuid },
+    /// Download a dataset version's bytes (streamed, checked against its sha256; nothing
+    /// is left behind on failure).
+    Download {
+        id: uuid::Uuid,
+        /// Where to write it [default: NAME-vVERSION.EXT in the current directory]; `-` for
+        /// stdout.
+        dest: Option<PathBuf>,
+        /// Replace DEST if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete a dataset version (refused while a job or model uses it).
+    Delete { id: uuid::Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The team's runs, newest first (Kiln jobs included).
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One run.
+    Show { id: uuid::Uuid },
+    /// A run's metric series: a table per series.
+    Metrics {
+        id: uuid::Uuid,
+        /// Only this series.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Start a tracked run for training that happens outside Kiln.
+    Create {
+        name: String,
+        /// A parameter as KEY=VALUE (VALUE is JSON when it parses, else a string); repeat.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+    /// Delete a run and its metrics (refused while something refers to it).
+    Delete { id: uuid::Uuid },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
     /// List models with their aliases.
     List,
+    /// One model: latest version and aliases.
+    Show { name: String },
+    /// Delete one model version (refused while a deployment or alias uses it).
+    Delete {
+        name: String,
+        #[arg(value_name = "VERSION")]
+        model_version: i32,
+    },
     /// A model's versions.
     Versions { name: String },
     /// Register a succeeded job as the model's next version.
@@ -233,6 +310,30 @@ pub enum DeploymentsCommand {
         name: String,
         #[arg(value_name = "VERSION=WEIGHT")]
         splits: Vec<String>,
+    },
+    /// Change a deployment: traffic split, batching, extra-feature handling.
+    Update {
+        name: String,
+        /// Traffic as VERSION=WEIGHT; repeat or separate by commas (`--traffic 1=90,2=10`).
+        #[arg(
+            long,
+            value_name = "VERSION=WEIGHT",
+            value_delimiter = ',',
+            conflicts_with = "reset_traffic"
+        )]
+        traffic: Vec<String>,
+        /// Send everything to the alias or pinned version again.
+        #[arg(long)]
+        reset_traffic: bool,
+        /// Rows per forward pass (1 turns batching off).
+        #[arg(long)]
+        max_batch_size: Option<u32>,
+        /// How long a request waits for others to batch with, in ms.
+        #[arg(long)]
+        max_wait_ms: Option<u32>,
+        /// Ignore (true) or refuse (false) instance fields the model does not take.
+        #[arg(long, value_name = "BOOL")]
+        allow_extra_features: Option<bool>,
     },
     /// Status, traffic and the versions loaded.
     Show { name: String },
@@ -290,6 +391,13 @@ pub enum JobsCommand {
     Cancel { id: uuid::Uuid },
     /// Queue a failed or cancelled job again.
     Retry { id: uuid::Uuid },
+    /// A job's metric series (one table per series).
+    Metrics {
+        id: uuid::Uuid,
+        /// Only this series.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Print a job's log lines.
     Logs {
         id: uuid::Uuid,

@@ -45,32 +45,30 @@ impl Client {
 
     /// Sends a request; a non-2xx answer becomes an error naming the API's code and message.
     pub async fn execute(&self, req: RequestBuilder) -> anyhow::Result<Response> {
-        let res = req.send().await.map_err(|err| {
+        let res = self.transport(req).await?;
+        self.check(res).await
+    }
+
+    /// Sends a request; only a failure to get any answer is an error.
+    pub async fn transport(&self, req: RequestBuilder) -> anyhow::Result<Response> {
+        req.send().await.map_err(|err| {
             if err.is_connect() || err.is_timeout() {
                 anyhow!("cannot reach the Kiln API at {}: {}", self.base, root_cause(&err))
             } else {
                 anyhow!("request to {} failed: {}", self.base, root_cause(&err))
             }
-        })?;
+        })
+    }
+
+    /// The answer if it is a success, else the API's error as one line.
+    pub async fn check(&self, res: Response) -> anyhow::Result<Response> {
         if res.status().is_success() {
             return Ok(res);
         }
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => {
-                let mut line = format!("{}: {}", body.error.code, body.error.message);
-                if let Some(fields) = body.error.details.get("fields").and_then(|f| f.as_object()) {
-                    let list: Vec<String> = fields
-                        .iter()
-                        .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
-                        .collect();
-                    if fields.len() > 1 {
-                        line.push_str(&format!(" ({})", list.join("; ")));
-                    }
-                }
-                anyhow!(line)
-            }
+            Ok(body) => anyhow!(error_line(&body)),
             Err(_) => anyhow!("the API answered {status}"),
         })
     }
@@ -86,6 +84,26 @@ impl Client {
     ) -> anyhow::Result<T> {
         self.send(self.request(Method::POST, path)?.json(body)).await
     }
+}
+
+/// `code: message`, then what the details add: every offending field of a validation
+/// error, or the rest (say, the resources that still use what a delete was refused for) as
+/// compact JSON.
+pub fn error_line(body: &ErrorBody) -> String {
+    let error = &body.error;
+    let mut line = format!("{}: {}", error.code, error.message);
+    if let Some(fields) = error.details.get("fields").and_then(|f| f.as_object()) {
+        let list: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
+            .collect();
+        if fields.len() > 1 {
+            line.push_str(&format!(" ({})", list.join("; ")));
+        }
+    } else if error.details.as_object().is_some_and(|d| !d.is_empty()) {
+        line.push_str(&format!(" (details: {})", error.details));
+    }
+    line
 }
 
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {

@@ -27,6 +27,11 @@ struct Profile {
 pub struct Resolved {
     pub api_url: String,
     pub token: Option<kiln_types::Secret>,
+    /// The profile asked for, and the config file it was read from (none when no file).
+    pub profile: String,
+    pub config_file: Option<PathBuf>,
+    /// Where the token came from: `--token or KILN_TOKEN`, `profile`, or nothing.
+    pub token_source: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Resolved {
@@ -34,6 +39,8 @@ impl std::fmt::Debug for Resolved {
         f.debug_struct("Resolved")
             .field("api_url", &self.api_url)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("profile", &self.profile)
+            .field("config_file", &self.config_file)
             .finish()
     }
 }
@@ -48,12 +55,14 @@ fn default_path() -> Option<PathBuf> {
 pub fn resolve(global: &Global) -> anyhow::Result<Resolved> {
     let explicit = global.config.is_some();
     let path = global.config.clone().or_else(default_path);
+    let mut config_file = None;
     let profile = match path {
         Some(path) if path.exists() => {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let file: File = toml::from_str(&text)
                 .with_context(|| format!("{} is not a valid Kiln config", path.display()))?;
+            config_file = Some(path.clone());
             match file.profiles.get(&global.profile) {
                 Some(p) => p.clone(),
                 None if global.profile == "default" => Profile::default(),
@@ -73,6 +82,13 @@ pub fn resolve(global: &Global) -> anyhow::Result<Resolved> {
             .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned())
             .trim_end_matches('/')
             .to_owned(),
+        token_source: match (&global.token, &profile.token) {
+            (Some(_), _) => Some("--token or KILN_TOKEN"),
+            (None, Some(_)) => Some("profile"),
+            (None, None) => None,
+        },
         token: global.token.clone().or(profile.token),
+        profile: global.profile.clone(),
+        config_file,
     })
 }

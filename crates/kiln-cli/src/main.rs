@@ -2,8 +2,13 @@
 //!
 //! `admin migrate` and `admin bootstrap` talk to PostgreSQL directly so a new install can
 //! start; everything else goes through the REST API as the token given. Output is a table
-//! for people or JSON for scripts (`--output json`). Every failure is one line on stderr
-//! and a non-zero exit, never a panic or a debug dump.
+//! for people or JSON for scripts (`--output json` or `--json`). Every failure is one line
+//! on stderr and a non-zero exit, never a panic or a debug dump.
+//!
+//! Start-up does only what the command needs: `--help`, `--version` and `completions`
+//! read no config file and start no async runtime, and the binary links no libtorch (it
+//! is an HTTP and PostgreSQL client only), so they answer in a few milliseconds
+//! (docs/benchmarks.md, "CLI start-up").
 
 #[macro_use]
 mod output;
@@ -16,13 +21,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = match args::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
             // --help and --version: clap prints them to stdout.
-            let _ = err.print();
+            if let Err(e) = err.print() {
+                return output::stdout_failed(&e);
+            }
             return ExitCode::SUCCESS;
         }
         Err(err) => {
@@ -34,7 +40,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match commands::run(cli).await {
+    if let args::Command::Completions { shell } = cli.command {
+        commands::completions(shell);
+        return ExitCode::SUCCESS;
+    }
+    // One thread is plenty for a client that waits on one request at a time.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the error and its causes, joined.

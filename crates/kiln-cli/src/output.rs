@@ -27,6 +27,16 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// [`write_stdout`]'s rule for a write that went wrong elsewhere (clap's `--help`): quiet
+/// success for a closed pipe, else a message and failure.
+pub fn stdout_failed(err: &std::io::Error) -> std::process::ExitCode {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        return std::process::ExitCode::SUCCESS;
+    }
+    eprintln!("error: writing to stdout: {err}");
+    std::process::ExitCode::FAILURE
+}
+
 use serde::Serialize;
 
 use crate::args::OutputFormat;

@@ -1,5 +1,5 @@
-//! `kiln datasets` (streamed upload with a progress bar, list) and `kiln models` (list,
-//! versions, register, alias).
+//! `kiln datasets` (streamed upload and download with a progress bar, list, show, delete)
+//! and `kiln models` (list, show, versions, register, alias, delete).
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -77,11 +77,45 @@ pub async fn run(
         DatasetsCommand::List { name } => {
             let mut path = "/v1/datasets?limit=500".to_owned();
             if let Some(name) = name {
-                path.push_str(&format!("&name={name}"));
+                path.push_str(&format!("&name={}", super::runs::urlencode(&name)));
             }
             let page: Page<Dataset> = client.get(&path).await?;
             let rows = page.items.iter().map(dataset_row).collect();
             output::print(format, &page.items, &DATASET_HEADERS, rows);
+            Ok(())
+        }
+        DatasetsCommand::Show { id } => {
+            let d: Dataset = client.get(&format!("/v1/datasets/{id}")).await?;
+            match format {
+                OutputFormat::Json => output::print(format, &d, &[], vec![]),
+                OutputFormat::Table => {
+                    let fields = [
+                        ("id", d.id.to_string()),
+                        ("name", d.name.clone()),
+                        ("version", d.version.to_string()),
+                        ("format", d.format.clone()),
+                        ("size_bytes", d.size_bytes.to_string()),
+                        ("sha256", d.sha256.clone()),
+                        ("created", d.created_at.to_rfc3339()),
+                        ("schema", serde_json::to_string_pretty(&d.schema)?),
+                    ];
+                    for (k, v) in fields {
+                        outln!("{k:<12}{v}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        DatasetsCommand::Download { id, dest, force } => {
+            super::download::dataset(client, id, dest, force, format).await
+        }
+        DatasetsCommand::Delete { id } => {
+            let req = client.request(Method::DELETE, &format!("/v1/datasets/{id}"))?;
+            client.execute(req).await.with_context(|| format!("dataset {id} not deleted"))?;
+            match format {
+                OutputFormat::Json => outln!("{}", serde_json::json!({ "deleted": id })),
+                OutputFormat::Table => outln!("dataset {id} deleted"),
+            }
             Ok(())
         }
     }
@@ -121,6 +155,47 @@ pub async fn models(
                 })
                 .collect();
             output::print(format, &page.items, &["NAME", "LATEST", "ALIASES"], rows);
+        }
+        ModelsCommand::Show { name } => {
+            let model: ModelSummary = client.get(&format!("/v1/models/{name}")).await?;
+            let versions: Page<ModelVersion> =
+                client.get(&format!("/v1/models/{name}/versions?limit=500")).await?;
+            match format {
+                OutputFormat::Json => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "model": model, "versions": versions.items })
+                    )?
+                ),
+                OutputFormat::Table => {
+                    let aliases: Vec<String> =
+                        model.aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();
+                    outln!("{:<10}{}", "name", model.name);
+                    outln!("{:<10}{}", "latest", opt(model.latest_version));
+                    outln!("{:<10}{}", "aliases", aliases.join(", "));
+                    outln!("{:<10}{}", "created", model.created_at.to_rfc3339());
+                    if !versions.items.is_empty() {
+                        outln!();
+                        let rows: Vec<Vec<String>> =
+                            versions.items.iter().map(version_row).collect();
+                        out!("{}", output::table(&VERSION_HEADERS, &rows));
+                    }
+                }
+            }
+        }
+        ModelsCommand::Delete { name, model_version } => {
+            let path = format!("/v1/models/{name}/versions/{model_version}");
+            client
+                .execute(client.request(Method::DELETE, &path)?)
+                .await
+                .with_context(|| format!("model {name} version {model_version} not deleted"))?;
+            match format {
+                OutputFormat::Json => outln!(
+                    "{}",
+                    serde_json::json!({ "deleted": { "model": name, "version": model_version } })
+                ),
+                OutputFormat::Table => outln!("model {name} version {model_version} deleted"),
+            }
         }
         ModelsCommand::Versions { name } => {
             let page: Page<ModelVersion> =

@@ -1,10 +1,10 @@
-//! `kiln jobs`: submit (optionally following to the end), list, show, cancel, retry, logs.
+//! `kiln jobs`: submit (optionally following to the end, see `progress`), list, show,
+//! cancel, retry, metrics, logs.
 
 use std::io::Read;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use kiln_types::api::{Job, LogLine, Page};
+use kiln_types::api::{Job, LogLine, MetricSeries, Page};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
@@ -59,9 +59,12 @@ pub async fn run(cmd: JobsCommand, client: &Client, format: OutputFormat) -> any
                 return Ok(());
             }
             eprintln!("submitted job {}", job.id);
-            let job = follow(client, &job.id.to_string(), format).await?;
-            if format == OutputFormat::Json {
-                outln!("{}", serde_json::to_string_pretty(&job)?);
+            let show = format == OutputFormat::Table;
+            let job = super::progress::follow(client, &job.id.to_string(), show).await?;
+            match (format, &job.metrics) {
+                (OutputFormat::Json, _) => outln!("{}", serde_json::to_string_pretty(&job)?),
+                (OutputFormat::Table, Some(metrics)) => eprintln!("final metrics: {metrics}"),
+                (OutputFormat::Table, None) => {}
             }
             if job.state != "succeeded" {
                 bail!("job {} ended {}: {}", job.id, job.state, job.error.unwrap_or_default());
@@ -71,7 +74,7 @@ pub async fn run(cmd: JobsCommand, client: &Client, format: OutputFormat) -> any
         JobsCommand::List { state, limit } => {
             let mut path = format!("/v1/jobs?limit={limit}");
             if let Some(state) = state {
-                path.push_str(&format!("&state={state}"));
+                path.push_str(&format!("&state={}", super::runs::urlencode(&state)));
             }
             let page: Page<Job> = client.get(&path).await?;
             let rows = page.items.iter().map(job_row).collect();
@@ -123,12 +126,19 @@ pub async fn run(cmd: JobsCommand, client: &Client, format: OutputFormat) -> any
             output::print(format, &job, &JOB_HEADERS, vec![job_row(&job)]);
             Ok(())
         }
+        JobsCommand::Metrics { id, name } => {
+            let path =
+                super::runs::metrics_path(&format!("/v1/jobs/{id}/metrics"), name.as_deref());
+            let series: MetricSeries = client.get(&path).await?;
+            super::runs::print_series(&series, "EPOCH", format);
+            Ok(())
+        }
         JobsCommand::Logs { id, follow } => {
             let mut cursor: Option<String> = None;
             loop {
                 let mut path = format!("/v1/jobs/{id}/logs?limit=500");
                 if let Some(c) = &cursor {
-                    path.push_str(&format!("&cursor={c}"));
+                    path.push_str(&format!("&cursor={}", super::runs::urlencode(c)));
                 }
                 if follow {
                     path.push_str("&wait=20");
@@ -148,35 +158,5 @@ pub async fn run(cmd: JobsCommand, client: &Client, format: OutputFormat) -> any
                 }
             }
         }
-    }
-}
-
-/// Prints progress until the job ends: epoch, latest metrics and an ETA.
-async fn follow(client: &Client, id: &str, format: OutputFormat) -> anyhow::Result<Job> {
-    let started = Instant::now();
-    let mut last_line = String::new();
-    loop {
-        let job: Job = client.get(&format!("/v1/jobs/{id}")).await?;
-        if format == OutputFormat::Table {
-            let line = match (job.progress.epoch, job.progress.epochs) {
-                (Some(e), Some(n)) if n > 0 && e > 0 => {
-                    let elapsed = started.elapsed().as_secs_f64();
-                    let eta = elapsed / e as f64 * (n - e) as f64;
-                    format!("{}: epoch {e}/{n}, ETA {eta:.0} s", job.state)
-                }
-                _ => job.state.clone(),
-            };
-            if line != last_line {
-                eprintln!("{line}");
-                last_line = line;
-            }
-        }
-        if matches!(job.state.as_str(), "succeeded" | "failed" | "cancelled") {
-            if let (OutputFormat::Table, Some(metrics)) = (format, &job.metrics) {
-                eprintln!("final metrics: {metrics}");
-            }
-            return Ok(job);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

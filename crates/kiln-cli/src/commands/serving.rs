@@ -93,6 +93,59 @@ pub async fn deployments(
             let d: Deployment = client.send(req).await?;
             output::print(format, &d, &HEADERS, vec![row(&d)]);
         }
+        DeploymentsCommand::Update {
+            name,
+            traffic,
+            reset_traffic,
+            max_batch_size,
+            max_wait_ms,
+            allow_extra_features,
+        } => {
+            if traffic.is_empty()
+                && !reset_traffic
+                && max_batch_size.is_none()
+                && max_wait_ms.is_none()
+                && allow_extra_features.is_none()
+            {
+                bail!(
+                    "nothing to change: give --traffic, --reset-traffic, --max-batch-size, \
+                     --max-wait-ms or --allow-extra-features"
+                );
+            }
+            let traffic = if reset_traffic {
+                Some(Vec::new())
+            } else if traffic.is_empty() {
+                None
+            } else {
+                Some(parse_splits(&traffic)?)
+            };
+            // The API takes batching whole: a field not given keeps its current value.
+            let batching = if max_batch_size.is_some() || max_wait_ms.is_some() {
+                let current: Deployment = client.get(&format!("/v1/deployments/{name}")).await?;
+                Some(Batching {
+                    max_batch_size: max_batch_size.unwrap_or(current.batching.max_batch_size),
+                    max_wait_ms: max_wait_ms.unwrap_or(current.batching.max_wait_ms),
+                })
+            } else {
+                None
+            };
+            let body = PatchDeployment { traffic, batching, allow_extra_features };
+            let req =
+                client.request(Method::PATCH, &format!("/v1/deployments/{name}"))?.json(&body);
+            let d: Deployment = client.send(req).await?;
+            match format {
+                OutputFormat::Json => output::print(format, &d, &[], vec![]),
+                OutputFormat::Table => {
+                    out!("{}", output::table(&HEADERS, &[row(&d)]));
+                    outln!(
+                        "\nbatching: up to {} rows, waiting up to {} ms; extra features {}",
+                        d.batching.max_batch_size,
+                        d.batching.max_wait_ms,
+                        if d.allow_extra_features { "ignored" } else { "refused" }
+                    );
+                }
+            }
+        }
         DeploymentsCommand::Show { name } => {
             let d: Deployment = client.get(&format!("/v1/deployments/{name}")).await?;
             match format {
