@@ -95,7 +95,7 @@ pub async fn run(
                         ("version", d.version.to_string()),
                         ("format", d.format.clone()),
                         ("size_bytes", d.size_bytes.to_string()),
-                        ("sha256", d.sha256.clone()),
+                        ("sha256", d.sha256.to_string()),
                         ("created", d.created_at.to_rfc3339()),
                         ("schema", serde_json::to_string_pretty(&d.schema)?),
                     ];

@@ -157,7 +157,7 @@ fn check(meta: &Dataset, size: u64, sha256: &str) -> anyhow::Result<()> {
     if size != meta.size_bytes as u64 {
         bail!("the download has {size} bytes, the dataset {}: incomplete", meta.size_bytes);
     }
-    if sha256 != meta.sha256 {
+    if meta.sha256 != sha256 {
         bail!("the download's sha256 {sha256} is not the dataset's {}", meta.sha256);
     }
     Ok(())
