@@ -40,12 +40,16 @@ impl TestApp {
             .unwrap();
         let result = json!({
             "model_bundle": info.key.as_str(), "bundle_sha256": info.sha256.to_hex(),
-            "metrics": {"val_accuracy": 0.9, "train_loss": 0.3}, "dataset_sha256": null,
+            "metrics": {"val_accuracy": 0.9, "train_loss": 0.3, "val_loss": 0.35,
+                        "best_epoch": 3, "stopped_early": false},
             "device": "cpu", "training_seconds": 1.5, "epochs_completed": 3,
             "resumed_from_epoch": null,
         });
         let done = sqlx::query(
-            "UPDATE jobs SET state = 'succeeded', result = $2, started_at = now(), \
+            // A result as the worker writes it: the training data's digest comes from the
+            // job's own inputs.
+            "UPDATE jobs SET state = 'succeeded', \
+                 result = jsonb_set($2, '{dataset_sha256}', inputs->'dataset'->'sha256'), started_at = now(), \
                  finished_at = now(), ran_on_device = 'cpu' WHERE id = $1::uuid",
         )
         .bind(id)
