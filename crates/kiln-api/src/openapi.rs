@@ -33,7 +33,7 @@ use crate::routes::{
         admin::queue_stats, admin::workers, admin::artifacts_gc,
     ),
     components(schemas(kiln_types::api::ErrorBody, kiln_types::api::ErrorDetail, jobs::LogsPage)),
-    modifiers(&BearerAuth, &CommonErrors, &BinaryBodies, &PageItemsByRef),
+    modifiers(&BearerAuth, &CommonErrors, &BinaryBodies, &PageItemsByRef, &TaggedVariantsFlat),
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -171,6 +171,66 @@ impl Modify for BinaryBodies {
                     if let RefOr::T(response) = response {
                         Self::binary(response.content.iter_mut());
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Internally tagged enums whose variants wrap a struct (`DatasetSchema::Csv(CsvSchema)`,
+/// tagged by `format`) as plain objects: utoipa writes each such variant as
+/// `allOf: [{$ref: CsvSchema}, {properties: {format}}]`, a union member that client
+/// generators cannot parse (openapi-python-client drops the enum and every schema that uses
+/// it). Each becomes one object with the struct's properties and the tag, titled after the
+/// tag and the enum (`CsvDatasetSchema`: the struct's own name is taken by its component,
+/// and generators name the union's models by title).
+struct TaggedVariantsFlat;
+
+impl TaggedVariantsFlat {
+    fn flatten(
+        schemas: &std::collections::BTreeMap<String, RefOr<utoipa::openapi::schema::Schema>>,
+        enum_name: &str,
+        variant: &mut RefOr<utoipa::openapi::schema::Schema>,
+    ) {
+        use utoipa::openapi::schema::Schema;
+        let RefOr::T(Schema::AllOf(all)) = variant else { return };
+        let [RefOr::Ref(inner), RefOr::T(Schema::Object(tag))] = all.items.as_slice() else {
+            return;
+        };
+        let name = inner.ref_location.trim_start_matches("#/components/schemas/");
+        let Some(RefOr::T(Schema::Object(object))) = schemas.get(name) else { return };
+        let Some(tag_value) = tag.properties.values().find_map(|p| match p {
+            RefOr::T(Schema::Object(o)) => o.enum_values.as_ref()?.first()?.as_str(),
+            _ => None,
+        }) else {
+            return;
+        };
+        let mut chars = tag_value.chars();
+        let Some(first) = chars.next() else { return };
+        let mut flat = object.clone();
+        flat.title = Some(format!("{}{}{enum_name}", first.to_uppercase(), chars.as_str()));
+        flat.description = all.description.clone().or(flat.description);
+        for (key, property) in &tag.properties {
+            flat.properties.insert(key.clone(), property.clone());
+        }
+        for key in &tag.required {
+            if !flat.required.contains(key) {
+                flat.required.push(key.clone());
+            }
+        }
+        *variant = RefOr::T(Schema::Object(flat));
+    }
+}
+
+impl Modify for TaggedVariantsFlat {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        let Some(components) = openapi.components.as_mut() else { return };
+        let schemas = components.schemas.clone();
+        for (name, schema) in components.schemas.iter_mut() {
+            if let RefOr::T(Schema::OneOf(one_of)) = schema {
+                for variant in &mut one_of.items {
+                    Self::flatten(&schemas, name, variant);
                 }
             }
         }

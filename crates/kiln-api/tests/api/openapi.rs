@@ -153,6 +153,23 @@ fn the_document_is_complete_for_client_generators() {
         schemas["Page_Dataset"]["properties"]["items"]["items"]["$ref"],
         "#/components/schemas/Dataset"
     );
+    // Union members are objects or references, never `allOf` (generators drop such unions
+    // and every schema using them), and no inline member takes a component's name.
+    for (name, schema) in schemas.as_object().unwrap() {
+        for member in schema["oneOf"].as_array().into_iter().flatten() {
+            assert!(member.get("allOf").is_none(), "{name} has an allOf member: {member}");
+            if let Some(title) = member["title"].as_str() {
+                assert!(schemas.get(title).is_none(), "{name}'s member {title} is a component");
+            }
+        }
+    }
+    let formats: Vec<&str> = schemas["DatasetSchema"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["properties"]["format"]["enum"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(formats, ["csv", "npz", "torchscript"]);
 }
 
 /// The canonical form of a spec (what jobs answer as `spec`) has every field the schema
