@@ -96,33 +96,39 @@ impl CommonErrors {
 
 impl Modify for CommonErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
-                &mut item.options,
-                &mut item.trace,
-            ];
-            for operation in operations.into_iter().flatten() {
-                if operation.security.as_ref().is_none_or(|s| s.is_empty()) {
-                    continue; // public routes (health, metrics, the document itself)
-                }
-                for (code, description) in Self::ANSWERS {
-                    if Self::applies(code, operation) {
-                        operation
-                            .responses
-                            .responses
-                            .entry(code.to_owned())
-                            .or_insert_with(|| Self::response(description));
-                    }
+        for operation in operations(openapi) {
+            if operation.security.as_ref().is_none_or(|s| s.is_empty()) {
+                continue; // public routes (health, metrics, the document itself)
+            }
+            for (code, description) in Self::ANSWERS {
+                if Self::applies(code, operation) {
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| Self::response(description));
                 }
             }
         }
     }
+}
+
+/// Every operation of every path, mutably.
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+    })
 }
 
 /// Bodies that are bytes (a dataset upload or download, a model bundle) as
@@ -152,25 +158,13 @@ impl BinaryBodies {
 
 impl Modify for BinaryBodies {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
-                &mut item.options,
-                &mut item.trace,
-            ];
-            for operation in operations.into_iter().flatten() {
-                if let Some(body) = operation.request_body.as_mut() {
-                    Self::binary(body.content.iter_mut());
-                }
-                for response in operation.responses.responses.values_mut() {
-                    if let RefOr::T(response) = response {
-                        Self::binary(response.content.iter_mut());
-                    }
+        for operation in operations(openapi) {
+            if let Some(body) = operation.request_body.as_mut() {
+                Self::binary(body.content.iter_mut());
+            }
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    Self::binary(response.content.iter_mut());
                 }
             }
         }

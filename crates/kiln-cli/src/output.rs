@@ -89,6 +89,19 @@ pub fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_else(|| "-".to_owned())
 }
 
+/// A bar counting bytes (an upload, a download) when `visible`, a hidden one otherwise.
+pub fn byte_progress(total: u64, visible: bool) -> indicatif::ProgressBar {
+    let progress =
+        if visible { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("a valid template"),
+    );
+    progress
+}
+
 #[cfg(test)]
 mod tests {
     use super::table;

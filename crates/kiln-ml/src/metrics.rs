@@ -27,19 +27,11 @@ pub struct EpochMetrics {
 impl EpochMetrics {
     /// `(series name, value)` for every metric present, as the worker appends them.
     pub fn series(&self) -> Vec<(&'static str, f64)> {
-        let mut out = vec![("train_loss", self.train_loss), ("val_loss", self.val_loss)];
-        for (name, value) in [
-            ("val_accuracy", self.val_accuracy),
-            ("val_f1", self.val_f1),
-            ("val_rmse", self.val_rmse),
-            ("val_mae", self.val_mae),
-            ("val_r2", self.val_r2),
-        ] {
-            if let Some(v) = value {
-                out.push((name, v));
-            }
-        }
-        out
+        kiln_types::job::metric_series(
+            self.train_loss,
+            self.val_loss,
+            [self.val_accuracy, self.val_f1, self.val_rmse, self.val_mae, self.val_r2],
+        )
     }
 
     /// The value of a validation metric (for early stopping).

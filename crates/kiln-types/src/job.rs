@@ -234,20 +234,28 @@ pub struct ResultMetrics {
 impl ResultMetrics {
     /// `(series name, value)` of every validation metric present, `train_loss` first.
     pub fn series(&self) -> Vec<(&'static str, f64)> {
-        let mut out = vec![("train_loss", self.train_loss), ("val_loss", self.val_loss)];
-        for (name, value) in [
-            ("val_accuracy", self.val_accuracy),
-            ("val_f1", self.val_f1),
-            ("val_rmse", self.val_rmse),
-            ("val_mae", self.val_mae),
-            ("val_r2", self.val_r2),
-        ] {
-            if let Some(v) = value {
-                out.push((name, v));
-            }
-        }
-        out
+        metric_series(
+            self.train_loss,
+            self.val_loss,
+            [self.val_accuracy, self.val_f1, self.val_rmse, self.val_mae, self.val_r2],
+        )
     }
+}
+
+/// The optional validation series, in the order [`metric_series`] takes their values.
+pub const OPTIONAL_SERIES: [&str; 5] = ["val_accuracy", "val_f1", "val_rmse", "val_mae", "val_r2"];
+
+/// `(series name, value)` for the losses and every optional validation metric present
+/// (values in [`OPTIONAL_SERIES`] order), `train_loss` first: the one naming of an epoch's
+/// or a result's metrics.
+pub fn metric_series(
+    train_loss: f64,
+    val_loss: f64,
+    optional: [Option<f64>; 5],
+) -> Vec<(&'static str, f64)> {
+    let mut out = vec![("train_loss", train_loss), ("val_loss", val_loss)];
+    out.extend(OPTIONAL_SERIES.into_iter().zip(optional).filter_map(|(name, v)| Some((name, v?))));
+    out
 }
 
 /// serde_json writes a non-finite `f64` as `null`; this reads it back as NaN.

@@ -36,17 +36,7 @@ pub async fn run(
                 .await
                 .with_context(|| format!("cannot open {}", file.display()))?;
             let size = handle.metadata().await?.len();
-            let progress = if format == OutputFormat::Table {
-                indicatif::ProgressBar::new(size)
-            } else {
-                indicatif::ProgressBar::hidden()
-            };
-            progress.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                )
-                .expect("a valid template"),
-            );
+            let progress = crate::output::byte_progress(size, format == OutputFormat::Table);
             let bar = progress.clone();
             let stream = tokio_util::io::ReaderStream::new(handle).map(move |chunk| {
                 if let Ok(bytes) = &chunk {

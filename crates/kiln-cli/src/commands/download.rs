@@ -63,17 +63,7 @@ pub async fn dataset(
     let res =
         client.execute(client.request(Method::GET, &format!("/v1/datasets/{id}/content"))?).await?;
     let total = res.content_length().unwrap_or(meta.size_bytes.max(0) as u64);
-    let progress = if format == OutputFormat::Table && !to_stdout {
-        indicatif::ProgressBar::new(total)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-        )
-        .expect("a valid template"),
-    );
+    let progress = crate::output::byte_progress(total, format == OutputFormat::Table && !to_stdout);
 
     if to_stdout {
         let copied = copy(res, &mut tokio::io::stdout(), &progress).await;
