@@ -16,9 +16,6 @@ const PYTHON_LIBRARY_PATHS: &str =
     "from torch.utils import cpp_extension\nfor p in cpp_extension.library_paths(): print(p)";
 
 fn libtorch_lib() -> Option<String> {
-    if let Ok(dir) = std::env::var("DEP_KILN_ML_LIBTORCH_LIB") {
-        return Some(dir);
-    }
     if std::env::var_os("LIBTORCH_USE_PYTORCH").is_none() {
         let root = std::env::var("LIBTORCH_LIB").or_else(|_| std::env::var("LIBTORCH")).ok()?;
         return Some(format!("{root}/lib"));
@@ -30,7 +27,7 @@ fn libtorch_lib() -> Option<String> {
 }
 
 fn main() {
-    for var in ["DEP_KILN_ML_LIBTORCH_LIB", "LIBTORCH_LIB", "LIBTORCH", "LIBTORCH_USE_PYTORCH"] {
+    for var in ["LIBTORCH_LIB", "LIBTORCH", "LIBTORCH_USE_PYTORCH"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
