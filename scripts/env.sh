@@ -9,6 +9,7 @@
 #   kiln_ensure_awscli    the AWS CLI, the artifact-store benchmark's baseline
 #   kiln_ensure_sdk_venv  a virtualenv for the Python SDK's tests (clients/python)
 #   kiln_ensure_openapi_python_client  openapi-python-client, for the generated-client check
+#   kiln_ensure_mlflow_venv / kiln_ensure_oip_venv  the stock mlflow / tritonclient+kserve clients
 # Every function is idempotent. Source it: `. scripts/env.sh`.
 
 KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -193,6 +194,35 @@ kiln_ensure_sdk_venv() {
     "$venv/bin/pip" install -q "$1" >&2 || return 1
   fi
   export KILN_SDK_PYTHON="$venv/bin/python"
+}
+
+# The stock clients of the compatible surfaces, each in its own virtualenv (their pins never
+# meet the SDK's or each other's); torch comes from the libtorch virtualenv through a .pth
+# file. Sets KILN_MLFLOW_PYTHON / KILN_OIP_PYTHON.
+KILN_MLFLOW_VERSION="3.18.0"
+kiln_ensure_mlflow_venv() {
+  local venv="$KILN_CACHE/mlflow-client" torch_site site
+  kiln_ensure_libtorch || return 1
+  [ -x "$venv/bin/python" ] || "$KILN_CACHE/venv/bin/python" -m venv "$venv" || return 1
+  torch_site=$("$KILN_CACHE/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  printf '%s\n' "$torch_site" >"$site/kiln-libtorch.pth"
+  if [ "$("$venv/bin/python" -c 'import mlflow, pytest, matplotlib, psycopg2; print(mlflow.__version__)' 2>/dev/null)" != "$KILN_MLFLOW_VERSION" ]; then
+    kiln_log "installing mlflow==$KILN_MLFLOW_VERSION, pytest, matplotlib into $venv (once)"
+    "$venv/bin/pip" install -q "mlflow==$KILN_MLFLOW_VERSION" pytest matplotlib psycopg2-binary httpx >&2 || return 1
+  fi
+  export KILN_MLFLOW_PYTHON="$venv/bin/python"
+}
+
+KILN_TRITONCLIENT_VERSION="2.73.0" KILN_KSERVE_VERSION="0.21.0"
+kiln_ensure_oip_venv() {
+  local venv="$KILN_CACHE/oip-client"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || { kiln_apt_install python3-venv python3-pip >&2 && python3 -m venv "$venv"; } || return 1
+  if ! "$venv/bin/python" -c 'import tritonclient.http, kserve, pytest, numpy, httpx' 2>/dev/null; then
+    kiln_log "installing tritonclient[http]==$KILN_TRITONCLIENT_VERSION, kserve==$KILN_KSERVE_VERSION, pytest into $venv (once)"
+    "$venv/bin/pip" install -q "tritonclient[http]==$KILN_TRITONCLIENT_VERSION" "kserve==$KILN_KSERVE_VERSION" pytest numpy httpx >&2 || return 1
+  fi
+  export KILN_OIP_PYTHON="$venv/bin/python"
 }
 
 # Python tools the checks use (schemathesis; the deploy linters), in their own virtualenv

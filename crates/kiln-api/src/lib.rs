@@ -12,11 +12,15 @@
 //! [`serving`] the deployments loaded into this process (batching inference threads, the
 //! bundle cache, prediction samples). `kiln-api --serving-only` runs a replica that serves
 //! only predictions, reading the same registry.
+//! [`mlflow`] the MLflow tracking/registry REST API and artifact proxy, [`oip`] the Open
+//! Inference Protocol v2 over the same deployments.
 //! [`telemetry`] the server span of every request (W3C trace context) and the queue gauges.
 
 pub mod auth;
 pub mod error;
 pub mod metrics;
+pub mod mlflow;
+pub mod oip;
 pub mod openapi;
 pub mod pagination;
 pub mod route;

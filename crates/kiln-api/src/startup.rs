@@ -130,7 +130,7 @@ impl Application {
                 .wrap(from_fn(crate::validate::refuse_nul_in_url))
                 .wrap(from_fn(crate::metrics::record))
                 .wrap(from_fn(crate::telemetry::trace_requests))
-                .configure(|cfg| crate::routes::configure(cfg, serving_only))
+                .configure(|cfg| crate::routes::configure(cfg, serving_only, json_limit))
                 .default_service(web::to(error::unknown_route))
         })
         .listen(listener)?;

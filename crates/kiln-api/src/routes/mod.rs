@@ -18,9 +18,11 @@ pub mod tokens;
 
 use actix_web::web;
 
-/// Mounts every route; a serving-only replica mounts health, metrics, the OpenAPI document
-/// and the deployment read, predict and drift routes (everything else answers 404).
-pub fn configure(cfg: &mut web::ServiceConfig, serving_only: bool) {
+/// Mounts every route; a serving-only replica mounts health, metrics, the OpenAPI document,
+/// the deployment read, predict and drift routes and the OIP v2 routes (everything else
+/// answers 404). `json_limit` is the JSON body limit (for the MLflow scopes' own config).
+pub fn configure(cfg: &mut web::ServiceConfig, serving_only: bool, json_limit: usize) {
+    crate::oip::configure(cfg);
     cfg.service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))
         .service(web::resource("/metrics").get(health::metrics))
@@ -32,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, serving_only: bool) {
             .service(web::resource("/v1/deployments/{name}").get(deployments::get));
         return;
     }
+    crate::mlflow::configure(cfg, json_limit);
     cfg.service(web::resource("/v1/deployments").post(deployments::create).get(deployments::list))
         .service(
             web::resource("/v1/deployments/{name}")

@@ -28,6 +28,14 @@ impl MigratorTrait for Migrator {
                 name: "m0004_lifecycle",
                 sql: include_str!("m0004_lifecycle.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0005_mlflow_tracking",
+                sql: include_str!("m0005_mlflow_tracking.sql"),
+            }),
+            Box::new(SqlMigration {
+                name: "m0006_mlflow_registry",
+                sql: include_str!("m0006_mlflow_registry.sql"),
+            }),
         ]
     }
 }

@@ -1,0 +1,2 @@
+-- MLflow registry and artifacts (version sources, tags, descriptions, logged models): filled by the mlflow-registry work.
+SELECT 1;
