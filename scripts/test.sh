@@ -80,6 +80,14 @@ kiln_ensure_sdk_venv "$(ls "$qs_tmp"/wheel/kiln_client-*.whl)" >>"$qs_tmp/sdk.tx
   --rootdir "$KILN_ROOT/clients/python" "$KILN_ROOT/clients/python/tests") >>"$qs_tmp/sdk.txt" 2>&1 \
   || qs_fail "$qs_tmp/sdk.txt"
 tail -n 1 "$qs_tmp/sdk.txt"
+# The stock clients of the compatible surfaces against the same stack, each from the package
+# index into its own virtualenv (once): the mlflow client (tests/compat/mlflow) and the OIP
+# clients tritonclient and kserve (tests/compat/oip).
+kiln_log "stock clients: mlflow, tritonclient and kserve against that stack"
+(. "$qs_state/env" && bash scripts/check-mlflow.sh) >"$qs_tmp/mlflow.txt" 2>&1 || qs_fail "$qs_tmp/mlflow.txt"
+tail -n 1 "$qs_tmp/mlflow.txt"
+(. "$qs_state/env" && bash scripts/check-oip.sh) >"$qs_tmp/oip.txt" 2>&1 || qs_fail "$qs_tmp/oip.txt"
+tail -n 1 "$qs_tmp/oip.txt"
 env "${qs_env[@]}" bash scripts/quickstart.sh --stop
 qs_pg=$(readlink -f "$qs_state/postgres")
 rm -rf "$qs_tmp"; case "$qs_pg" in /var/tmp/kiln-postgres-*) rm -rf "$qs_pg" ;; esac
