@@ -12,7 +12,11 @@
 # Prints Markdown tables (see docs/benchmarks.md).
 #
 # Settings: BENCH_SECONDS (10), BENCH_CONNECTIONS (1,8,32,128), BENCH_WRK_THREADS (2),
-# BENCH_NO_BUILD=1 to use the release binaries already in $CARGO_TARGET_DIR/release.
+# BENCH_NO_BUILD=1 to use the release binaries already in $CARGO_TARGET_DIR/release,
+# BENCH_SKIP_SWEEP=1 to skip the sweeps, and BENCH_AB (a `|`-separated list of environment
+# settings, e.g. 'RUST_LOG=warn|OTEL_SDK_DISABLED=true') to restart kiln-api under each and
+# measure the default deployment at BENCH_AB_CONNECTIONS (32) after the default process:
+# what logging, spans and trace ids cost the shipped binary.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$KILN_ROOT"
@@ -74,7 +78,13 @@ kiln admin migrate
 export KILN_TOKEN
 KILN_TOKEN=$(kiln admin bootstrap --name bench)
 admin="$KILN_TOKEN"
-KILN_SERVING_CACHE_DIR="$state/serving-cache" start kiln-api "$bin/kiln-api"
+start_api() { # [VAR=value ...]: kiln-api with these settings on top of the defaults
+  env KILN_SERVING_CACHE_DIR="$state/serving-cache" "$@" setsid nohup "$bin/kiln-api" \
+    >>"$state/logs/kiln-api.log" 2>&1 </dev/null &
+  api_pid=$!
+  pids+=("$api_pid")
+}
+start_api
 kiln_wait_http "$KILN_API_URL/readyz" 120 || { tail -n 30 "$state/logs/kiln-api.log" >&2; exit 1; }
 KILN_WORKER_CACHE_DIR="$state/worker-cache" start kiln-worker "$bin/kiln-worker"
 kiln admin teams create bench >/dev/null
@@ -146,6 +156,7 @@ done
 cores=$(nproc)
 sweep() { "$venv/bin/python" scripts/bench/serving_sweep.py --token "$KILN_TOKEN" \
   --seconds "$seconds" --threads "$threads" "$@"; }
+if [ -z "${BENCH_SKIP_SWEEP:-}" ]; then
 sweep --body "$state/wine-body.json" --connections "$connections" \
   --title "Wine MLP 13→32→3, one instance per request, wrk -t$threads -d${seconds}s, $cores cores, release binaries with default settings" \
   --target "Kiln (defaults)=$KILN_API_URL/v1/deployments/wine/predict" \
@@ -163,3 +174,36 @@ sweep --body "$state/digits-body.json" --connections "${BENCH_COMPUTE_CONNECTION
   --baseline "Kiln, batching off"
 curl -fsS "$KILN_API_URL/metrics" -H "Authorization: Bearer $admin" \
   | grep -E '^kiln_prediction_batch_rows_(sum|count)\{deployment="(wine|digits)"' >&2 || true
+fi
+
+if [ -n "${BENCH_AB:-}" ]; then
+  ab_connections="${BENCH_AB_CONNECTIONS:-32}"
+  IFS='|' read -r -a variants <<<"default|$BENCH_AB"
+  for variant in "${variants[@]}"; do
+    kill -TERM -- "-$api_pid" 2>/dev/null || true
+    while kill -0 "$api_pid" 2>/dev/null; do sleep 0.2; done
+    if [ "$variant" = default ]; then start_api; else read -r -a settings <<<"$variant"; start_api "${settings[@]}"; fi
+    kiln_wait_http "$KILN_API_URL/readyz" 120
+    for _ in $(seq 1 100); do
+      curl -fsS -H "Authorization: Bearer $KILN_TOKEN" -H 'content-type: application/json' \
+        -d "@$state/wine-body.json" "$KILN_API_URL$predict_path" >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+    # BENCH_PERF=1: where kiln-api's CPU goes under that load (perf, call graphs).
+    if [ -n "${BENCH_PERF:-}" ]; then
+      perf record -q -F 499 -g -p "$api_pid" -o "$state/perf.data" -- sleep "$seconds" \
+        2>/dev/null &
+      perf_pid=$!
+    fi
+    sweep --body "$state/wine-body.json" --connections "$ab_connections" --warmup 0 \
+      --title "kiln-api with: $variant" \
+      --target "Kiln (defaults)=$KILN_API_URL/v1/deployments/wine/predict"
+    if [ -n "${BENCH_PERF:-}" ]; then
+      wait "$perf_pid" || true
+      report="$state/logs/perf-$(tr -c 'A-Za-z0-9=_' _ <<<"$variant").txt"
+      perf report -i "$state/perf.data" --no-children --sort sym --stdio 2>/dev/null \
+        | grep -v "^$" | head -400 >"$report" || true
+      kiln_log "perf profile of kiln-api ($variant): $report"
+    fi
+  done
+fi

@@ -79,7 +79,8 @@ def main():
     results = {}
     for c in connections:
         for label, url in targets:
-            wrk(wrk_bin, args.threads, c, args.warmup, script.name, url)
+            if args.warmup > 0:
+                wrk(wrk_bin, args.threads, c, args.warmup, script.name, url)
             r = wrk(wrk_bin, args.threads, c, args.seconds, script.name, url)
             results[(label, c)] = r
             print(f"c={c} {label}: {r}", file=sys.stderr, flush=True)
