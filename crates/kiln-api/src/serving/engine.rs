@@ -365,7 +365,7 @@ fn answer(model: &LoadedModel, batch: Vec<Work>, rows: usize, who: &(String, i32
             model.predict_features(&features, rows).map_err(|e| e.to_string())
         }
     }))
-    .unwrap_or_else(|panic| Err(format!("inference panicked: {}", panic_message(&panic))));
+    .unwrap_or_else(|panic| Err(format!("inference panicked: {}", panic_message(&*panic))));
     match result {
         Ok(predictions) => {
             let mut predictions = predictions.into_iter();
@@ -383,7 +383,7 @@ fn answer(model: &LoadedModel, batch: Vec<Work>, rows: usize, who: &(String, i32
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

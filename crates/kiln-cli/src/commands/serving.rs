@@ -292,19 +292,19 @@ async fn update_existing(client: &Client, body: &CreateDeployment) -> anyhow::Re
             body.model
         );
     }
-    if let Some(alias) = &body.alias {
-        if current.alias.as_deref() != Some(alias.as_str()) {
-            bail!(
-                "deployment `{}` does not follow alias `{alias}` (it {}): the alias is fixed at \
-                 creation; delete and create it again, or move the alias",
-                body.name,
-                match (&current.alias, current.version) {
-                    (Some(a), _) => format!("follows `{a}`"),
-                    (None, Some(v)) => format!("is pinned to version {v}"),
-                    (None, None) => "has no target".to_owned(),
-                }
-            );
-        }
+    if let Some(alias) = &body.alias
+        && current.alias.as_deref() != Some(alias.as_str())
+    {
+        bail!(
+            "deployment `{}` does not follow alias `{alias}` (it {}): the alias is fixed at \
+             creation; delete and create it again, or move the alias",
+            body.name,
+            match (&current.alias, current.version) {
+                (Some(a), _) => format!("follows `{a}`"),
+                (None, Some(v)) => format!("is pinned to version {v}"),
+                (None, None) => "has no target".to_owned(),
+            }
+        );
     }
     let traffic = body
         .version
