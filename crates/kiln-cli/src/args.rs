@@ -309,8 +309,8 @@ pub enum DeploymentsCommand {
         #[arg(long)]
         update: bool,
     },
-    /// Split traffic between versions by weight (`1=90 2=10`); no pairs: everything to the
-    /// alias or pinned version again.
+    /// Split traffic between versions in percent, summing to 100 (`1=90 2=10`); no pairs:
+    /// everything to the alias or pinned version again.
     Traffic {
         name: String,
         #[arg(value_name = "VERSION=WEIGHT")]
@@ -319,7 +319,8 @@ pub enum DeploymentsCommand {
     /// Change a deployment: traffic split, batching, extra-feature handling.
     Update {
         name: String,
-        /// Traffic as VERSION=WEIGHT; repeat or separate by commas (`--traffic 1=90,2=10`).
+        /// Traffic as VERSION=PERCENT, summing to 100; repeat or separate by commas
+        /// (`--traffic 1=90,2=10`).
         #[arg(
             long,
             value_name = "VERSION=WEIGHT",
