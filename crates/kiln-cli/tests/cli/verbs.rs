@@ -206,6 +206,7 @@ async fn deployments_create_uses_api_defaults_and_offers_update_for_an_existing_
         )
         .await;
     assert_eq!(d["batching"], json!({"max_batch_size": 8, "max_wait_ms": 2}), "{d}");
+    env.ok(token, &["models", "alias", "iris", "staging", "1"]).await;
     let err = env
         .fails(
             token,
