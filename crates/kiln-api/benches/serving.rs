@@ -1,4 +1,8 @@
-//! Serving benchmark: throughput and p50/p99 latency of Kiln's predict endpoint, with
+//! In-process serving benchmark (the API inside this process, no tracing subscriber: every
+//! span is a no-op). What users run is measured by `scripts/bench-serving.sh`, against the
+//! released binaries with their default settings; this one isolates the serving path.
+//!
+//! Throughput and p50/p99 latency of Kiln's predict endpoint, with
 //! dynamic batching on and off, against Flask under gunicorn serving the same bundle with
 //! PyTorch from the same virtualenv (scripts/bench/flask_serve.py), in the same run, with
 //! the same load generator (wrk) at the same concurrency on loopback.
@@ -12,8 +16,8 @@
 //! Settings: `BENCH_SECONDS` (default 10), `BENCH_CONNECTIONS` (default 32),
 //! `BENCH_WRK_THREADS` (default 2), `BENCH_DATA` (`wine`, 13 features and 3 classes, the
 //! default; or `digits`, 64 features and 10 classes), `BENCH_HIDDEN` (the MLP's hidden
-//! widths, default `32`: TARGETS.md's MLP 13→32→3), `BENCH_MAX_BATCH` (default 64) and
-//! `BENCH_BATCH_WAIT_MS` (default 0) of the batched deployment,
+//! widths, default `32`: TARGETS.md's MLP 13→32→3), `BENCH_MAX_BATCH` and
+//! `BENCH_BATCH_WAIT_MS` of the batched deployment (default: the API's, 64 and 2),
 //! and Kiln's settings `BENCH_KILN_THREADS` (`KILN_SERVING_TORCH_THREADS`),
 //! `BENCH_SAMPLE_RATE` (`KILN_SERVING_SAMPLE_RATE`), `BENCH_KILN_WORKERS` (HTTP workers,
 //! default one per core).
@@ -151,8 +155,11 @@ async fn main() {
         other => panic!("BENCH_DATA={other}: use wine or digits"),
     };
     let csv = std::fs::read(repo_path(csv_path)).unwrap();
-    let batch_wait_ms: u32 = env_or("BENCH_BATCH_WAIT_MS", "0").parse().unwrap();
-    let max_batch: u32 = env_or("BENCH_MAX_BATCH", "64").parse().unwrap();
+    let api_default = kiln_types::api::Batching::default();
+    let batch_wait_ms: u32 =
+        env_or("BENCH_BATCH_WAIT_MS", &api_default.max_wait_ms.to_string()).parse().unwrap();
+    let max_batch: u32 =
+        env_or("BENCH_MAX_BATCH", &api_default.max_batch_size.to_string()).parse().unwrap();
     let gunicorn = env_or(
         "KILN_GUNICORN",
         &format!("{}/.cache/kiln/venv/bin/gunicorn", env_or("HOME", "/root")),

@@ -294,18 +294,23 @@ pub enum DeploymentsCommand {
         /// Serve exactly this version.
         #[arg(long = "version", value_name = "VERSION")]
         model_version: Option<i32>,
-        /// Rows per forward pass (1 turns batching off).
-        #[arg(long, default_value_t = 64)]
-        max_batch_size: u32,
-        /// How long a request waits for others to batch with, in ms.
-        #[arg(long, default_value_t = 2)]
-        max_wait_ms: u32,
+        /// Rows per forward pass, at most (1 turns batching off; default: the API's, 64).
+        #[arg(long)]
+        max_batch_size: Option<u32>,
+        /// The longest a request may be held for others to batch with, in ms (default: the
+        /// API's, 2). Batches run as soon as waiting cannot make them bigger; rarely needed.
+        #[arg(long)]
+        max_wait_ms: Option<u32>,
         /// Ignore instance fields the model does not take (by default they are refused).
         #[arg(long)]
         allow_extra_features: bool,
+        /// If the deployment exists, change it instead (PATCH): the batching given, the
+        /// version given (all traffic to it), and --allow-extra-features if given.
+        #[arg(long)]
+        update: bool,
     },
-    /// Split traffic between versions by weight (`1=90 2=10`); no pairs: everything to the
-    /// alias or pinned version again.
+    /// Split traffic between versions in percent, summing to 100 (`1=90 2=10`); no pairs:
+    /// everything to the alias or pinned version again.
     Traffic {
         name: String,
         #[arg(value_name = "VERSION=WEIGHT")]
@@ -314,7 +319,8 @@ pub enum DeploymentsCommand {
     /// Change a deployment: traffic split, batching, extra-feature handling.
     Update {
         name: String,
-        /// Traffic as VERSION=WEIGHT; repeat or separate by commas (`--traffic 1=90,2=10`).
+        /// Traffic as VERSION=PERCENT, summing to 100; repeat or separate by commas
+        /// (`--traffic 1=90,2=10`).
         #[arg(
             long,
             value_name = "VERSION=WEIGHT",

@@ -357,15 +357,20 @@ pub struct Alias {
     pub previous_version: Option<i32>,
 }
 
-/// Dynamic batching of a deployment: requests are gathered until `max_batch_size` rows or
-/// `max_wait_ms` have passed, then run as one forward pass.
+/// Adaptive batching of a deployment: the requests queued for a version run as one forward
+/// pass, as soon as waiting longer cannot make the batch bigger (every request submitted is
+/// in it, or none arrived in the last short interval). `max_batch_size` bounds the rows of a
+/// pass and `max_wait_ms` how long the first request may be held; the defaults rarely need
+/// changing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batching {
     /// Rows per forward pass, 1 to 4096 (1 turns batching off). Default 64.
     #[serde(default = "Batching::default_max_batch_size")]
     pub max_batch_size: u32,
-    /// How long the first request of a batch waits for others, 0 to 1000 ms. Default 2.
+    /// The longest the first request of a batch may be held for others, 0 to 1000 ms
+    /// (0: never hold). An upper bound, not a wait: a batch that cannot grow runs at once.
+    /// Default 2.
     #[serde(default = "Batching::default_max_wait_ms")]
     pub max_wait_ms: u32,
 }
@@ -438,7 +443,7 @@ pub struct CreateDeployment {
 #[serde(deny_unknown_fields)]
 pub struct TrafficSplit {
     pub version: i32,
-    /// Relative weight, 0 to 1000; the shares are `weight / sum of weights`.
+    /// Percent of the traffic, 0 to 100; the weights of a split sum to 100.
     pub weight: u32,
 }
 
@@ -572,6 +577,10 @@ pub struct FeatureDriftReport {
     pub rows: u64,
     /// Recent rows where a numeric feature was missing.
     pub missing: u64,
+    /// Fewer than the report's `min_samples` rows had a value: the PSI is shown but not
+    /// judged (`drifted` is false).
+    #[serde(default)]
+    pub insufficient_samples: bool,
 }
 
 /// `GET /v1/deployments/{name}/drift`.
@@ -585,6 +594,13 @@ pub struct DriftReport {
     pub threshold: f64,
     pub drifted: bool,
     pub features: Vec<FeatureDriftReport>,
+    /// Fewer than `min_samples` sampled rows: no feature is flagged, whatever its PSI (a
+    /// handful of rows gives a large PSI by chance alone).
+    #[serde(default)]
+    pub insufficient_samples: bool,
+    /// Sampled rows a feature needs before its drift is judged.
+    #[serde(default)]
+    pub min_samples: u64,
 }
 
 /// `POST /v1/admin/artifacts/gc`: reference-counted garbage collection of the artifact store.

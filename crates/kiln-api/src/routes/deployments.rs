@@ -24,8 +24,11 @@ use crate::serving::engine::SubmitError;
 use crate::serving::{Live, batching_of, traffic_of};
 use crate::state::AppState;
 
-/// Largest weight of one version in a split.
-const MAX_WEIGHT: u32 = 1000;
+/// The weights of a split are percentages: they sum to this.
+const WEIGHT_TOTAL: u32 = 100;
+/// Sampled rows a feature needs before drift is judged: below it, PSI is dominated by
+/// sampling noise (one row of a feature gives a PSI of 7–8 against any training split).
+pub const MIN_DRIFT_SAMPLES: u64 = 100;
 /// Bad fields reported per predict request, at most.
 const MAX_PROBLEMS: usize = 50;
 
@@ -308,8 +311,8 @@ async fn traffic_problems(
     let mut problems = Vec::new();
     let mut seen = HashSet::new();
     for (i, split) in traffic.iter().enumerate() {
-        if split.weight > MAX_WEIGHT {
-            problems.push((format!("traffic[{i}].weight"), format!("must be 0 to {MAX_WEIGHT}")));
+        if split.weight > WEIGHT_TOTAL {
+            problems.push((format!("traffic[{i}].weight"), format!("must be 0 to {WEIGHT_TOTAL}")));
         }
         if !seen.insert(split.version) {
             problems.push((format!("traffic[{i}].version"), "appears twice".to_owned()));
@@ -322,6 +325,13 @@ async fn traffic_problems(
     }
     if !traffic.is_empty() && traffic.iter().all(|t| t.weight == 0) {
         problems.push(("traffic".to_owned(), "at least one weight must be positive".to_owned()));
+    }
+    let total: u64 = traffic.iter().map(|t| u64::from(t.weight)).sum();
+    if !traffic.is_empty() && total != u64::from(WEIGHT_TOTAL) {
+        problems.push((
+            "traffic".to_owned(),
+            format!("the weights are percentages and must sum to {WEIGHT_TOTAL}, not {total}"),
+        ));
     }
     Ok(problems)
 }
@@ -536,15 +546,20 @@ pub async fn drift(
             _ => None,
         })
         .collect();
+    let insufficient_samples = (rows.len() as u64) < MIN_DRIFT_SAMPLES;
     let features: Vec<FeatureDriftReport> = stats
         .drift(&rows)
         .into_iter()
-        .map(|f| FeatureDriftReport {
-            drifted: f.psi > threshold,
-            feature: f.name,
-            psi: f.psi,
-            rows: f.rows,
-            missing: f.missing,
+        .map(|f| {
+            let too_few = insufficient_samples || f.rows < MIN_DRIFT_SAMPLES;
+            FeatureDriftReport {
+                drifted: !too_few && f.psi > threshold,
+                feature: f.name,
+                psi: f.psi,
+                rows: f.rows,
+                missing: f.missing,
+                insufficient_samples: too_few,
+            }
         })
         .collect();
     let drifted = features.iter().any(|f| f.drifted);
@@ -557,5 +572,7 @@ pub async fn drift(
         threshold,
         drifted,
         features,
+        insufficient_samples,
+        min_samples: MIN_DRIFT_SAMPLES,
     }))
 }

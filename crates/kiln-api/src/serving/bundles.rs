@@ -52,9 +52,7 @@ impl BundleCache {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("bundle hash `{sha256}` is not a sha256"));
         }
-        if let Some(bundle) =
-            self.memory.lock().expect("cache lock").get(sha256).and_then(Weak::upgrade)
-        {
+        if let Some(bundle) = super::lock(&self.memory).get(sha256).and_then(Weak::upgrade) {
             self.loads.with_label_values(&[Source::Memory.label()]).inc();
             return Ok((bundle, Source::Memory));
         }
@@ -68,7 +66,7 @@ impl BundleCache {
             .map_err(|e| format!("parsing the bundle: {e}"))?
             .map_err(|e| e.to_string())?;
         let bundle = Arc::new(bundle);
-        let mut memory = self.memory.lock().expect("cache lock");
+        let mut memory = super::lock(&self.memory);
         memory.retain(|_, weak| weak.strong_count() > 0);
         // Two loads racing: keep the first, so both engines share one copy.
         let bundle = match memory.get(sha256).and_then(Weak::upgrade) {

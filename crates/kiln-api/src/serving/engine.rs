@@ -3,17 +3,25 @@
 //! Request handlers validate and encode rows on actix's threads, then hand the encoded rows
 //! to the engine through a bounded channel and await a oneshot answer; they never block.
 //! The inference thread owns the [`LoadedModel`] (libtorch modules are not `Sync`): it
-//! blocks for a first request, gathers more until `max_batch_size` rows or `max_wait_ms`
-//! have passed, runs one forward pass, and answers each request with its own rows.
+//! blocks for a first request, takes every request already queued behind it, and runs the
+//! batch as soon as waiting longer cannot make it bigger ([`BatchPolicy`]): when every
+//! request submitted to the engine is already in the batch, or none arrived in the last
+//! [`ARRIVAL_GAP`]. `max_wait_ms` only bounds how long the first request may be held, and
+//! `max_batch_size` the rows of one forward pass. Under load, requests queue while a batch
+//! runs, so batches grow by themselves; a lone client is never held back. A panic inside a
+//! forward pass fails that batch's requests, not the thread.
 //!
 //! When the channel is full, [`Engine::submit`] refuses at once (the API answers 503 with
 //! `Retry-After`) instead of queueing without bound. When the last handle to an engine is
 //! dropped (a hot swap moved traffic elsewhere and the in-flight requests finished), the
 //! channel closes, the thread answers what is still queued, and exits: draining is free.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -33,6 +41,81 @@ struct Work {
     traceparent: Option<String>,
 }
 
+/// How long a batch is held open for a request that is known to be on its way (submitted
+/// but not yet taken off the queue) after the last arrival. Only that race is waited for:
+/// with nothing more submitted, the batch runs at once.
+pub const ARRIVAL_GAP: Duration = Duration::from_micros(200);
+
+/// Why a gathering batch runs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// `max_batch_size` rows.
+    Full,
+    /// Every request submitted to the engine is in the batch: waiting cannot grow it.
+    AllInFlight,
+    /// No request arrived in the last [`ARRIVAL_GAP`].
+    Idle,
+    /// The first request has waited `max_wait_ms`.
+    Deadline,
+}
+
+/// What the inference thread does next with the batch it is gathering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Run(Dispatch),
+    /// Wait for the next request until this instant, then decide again.
+    WaitUntil(Instant),
+}
+
+/// A batch being gathered, as the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gathering {
+    /// When the engine took the batch's first request.
+    pub opened_at: Instant,
+    /// When the engine took the batch's latest request.
+    pub last_arrival: Instant,
+    pub rows: usize,
+    pub requests: u64,
+}
+
+/// Adaptive batching: when to stop gathering and run. A pure function of the batch, the
+/// number of requests submitted to the engine and not yet answered (`in_flight`, the batch
+/// included) and the time, so it is tested with a simulated clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPolicy {
+    pub max_rows: usize,
+    pub max_wait: Duration,
+    pub arrival_gap: Duration,
+}
+
+impl BatchPolicy {
+    pub fn new(batching: Batching) -> Self {
+        BatchPolicy {
+            max_rows: batching.max_batch_size.max(1) as usize,
+            max_wait: Duration::from_millis(u64::from(batching.max_wait_ms)),
+            arrival_gap: ARRIVAL_GAP,
+        }
+    }
+
+    pub fn decide(&self, batch: &Gathering, in_flight: u64, now: Instant) -> Decision {
+        if batch.rows >= self.max_rows {
+            return Decision::Run(Dispatch::Full);
+        }
+        if in_flight <= batch.requests {
+            return Decision::Run(Dispatch::AllInFlight);
+        }
+        let deadline = batch.opened_at + self.max_wait;
+        if now >= deadline {
+            return Decision::Run(Dispatch::Deadline);
+        }
+        let idle_at = batch.last_arrival + self.arrival_gap;
+        if now >= idle_at {
+            return Decision::Run(Dispatch::Idle);
+        }
+        Decision::WaitUntil(deadline.min(idle_at))
+    }
+}
+
 /// Why a request was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubmitError {
@@ -47,6 +130,8 @@ pub enum SubmitError {
 pub struct EngineInstruments {
     pub queue_depth: IntGauge,
     pub batch_rows: Histogram,
+    /// How long each batch was held open for more requests (first taken to run).
+    pub batch_wait: Histogram,
     /// Predict requests by outcome.
     pub ok: IntCounter,
     pub invalid: IntCounter,
@@ -188,8 +273,7 @@ fn run(
     instruments: &EngineInstruments,
     who: &(String, i32),
 ) {
-    let max_rows = batching.max_batch_size.max(1) as usize;
-    let max_wait = Duration::from_millis(u64::from(batching.max_wait_ms));
+    let policy = BatchPolicy::new(batching);
     let mut carried: Option<Work> = None;
     loop {
         let first = match carried.take() {
@@ -199,31 +283,57 @@ fn run(
                 Err(_) => return,
             },
         };
-        let deadline = Instant::now() + max_wait;
-        let mut rows = first.rows;
+        let opened_at = Instant::now();
+        let mut gathering =
+            Gathering { opened_at, last_arrival: opened_at, rows: first.rows, requests: 1 };
         let mut batch = vec![first];
-        while rows < max_rows {
-            let next = match deadline.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => rx.recv_timeout(left),
-                // Past the deadline: still take what is already queued.
-                _ => rx.try_recv().map_err(|_| RecvTimeoutError::Timeout),
+        'gather: while gathering.rows < policy.max_rows {
+            // Everything already queued joins at once.
+            loop {
+                match rx.try_recv() {
+                    Ok(work) if gathering.rows + work.rows > policy.max_rows => {
+                        carried = Some(work);
+                        break 'gather;
+                    }
+                    Ok(work) => {
+                        gathering.rows += work.rows;
+                        gathering.requests += 1;
+                        gathering.last_arrival = Instant::now();
+                        batch.push(work);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    // Senders gone: answer what we hold, then the outer recv returns.
+                    Err(TryRecvError::Disconnected) => break 'gather,
+                }
+                if gathering.rows >= policy.max_rows {
+                    break 'gather;
+                }
+            }
+            let now = Instant::now();
+            let until = match policy.decide(&gathering, depth.load(Ordering::Relaxed), now) {
+                Decision::Run(_) => break,
+                Decision::WaitUntil(until) => until,
             };
-            match next {
-                Ok(work) if rows + work.rows > max_rows => {
+            match rx.recv_timeout(until.saturating_duration_since(now)) {
+                Ok(work) if gathering.rows + work.rows > policy.max_rows => {
                     carried = Some(work);
                     break;
                 }
                 Ok(work) => {
-                    rows += work.rows;
+                    gathering.rows += work.rows;
+                    gathering.requests += 1;
+                    gathering.last_arrival = Instant::now();
                     batch.push(work);
                 }
-                Err(_) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        instruments.batch_wait.observe(opened_at.elapsed().as_secs_f64());
         let left = depth.fetch_sub(batch.len() as u64, Ordering::Relaxed) - batch.len() as u64;
         instruments.queue_depth.set(left as i64);
-        instruments.batch_rows.observe(rows as f64);
-        answer(model, batch, rows, who);
+        instruments.batch_rows.observe(gathering.rows as f64);
+        answer(model, batch, gathering.rows, who);
     }
 }
 
@@ -243,15 +353,19 @@ fn answer(model: &LoadedModel, batch: Vec<Work>, rows: usize, who: &(String, i32
         kiln_telemetry::link_to(&span, traceparent);
     }
     let _entered = span.enter();
-    let result = if batch.len() == 1 {
-        model.predict_features(&batch[0].features, rows)
-    } else {
-        let mut features = Vec::with_capacity(batch.iter().map(|w| w.features.len()).sum());
-        for work in &batch {
-            features.extend_from_slice(&work.features);
+    // A panic in libtorch or the bundle's code fails this batch, not every later one.
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if batch.len() == 1 {
+            model.predict_features(&batch[0].features, rows).map_err(|e| e.to_string())
+        } else {
+            let mut features = Vec::with_capacity(batch.iter().map(|w| w.features.len()).sum());
+            for work in &batch {
+                features.extend_from_slice(&work.features);
+            }
+            model.predict_features(&features, rows).map_err(|e| e.to_string())
         }
-        model.predict_features(&features, rows)
-    };
+    }))
+    .unwrap_or_else(|panic| Err(format!("inference panicked: {}", panic_message(&*panic))));
     match result {
         Ok(predictions) => {
             let mut predictions = predictions.into_iter();
@@ -260,11 +374,102 @@ fn answer(model: &LoadedModel, batch: Vec<Work>, rows: usize, who: &(String, i32
                 let _ = work.reply.send(Ok(mine));
             }
         }
-        Err(err) => {
-            let message = err.to_string();
+        Err(message) => {
+            tracing::error!(deployment = %who.0, model.version = who.1, error = %message, "batch failed");
             for work in batch {
                 let _ = work.reply.send(Err(message.clone()));
             }
         }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A simulated clock: instants as microseconds after an origin.
+    struct Clock(Instant);
+    impl Clock {
+        fn at(&self, micros: u64) -> Instant {
+            self.0 + Duration::from_micros(micros)
+        }
+    }
+
+    fn policy(max_batch_size: u32, max_wait_ms: u32) -> BatchPolicy {
+        BatchPolicy::new(Batching { max_batch_size, max_wait_ms })
+    }
+
+    fn batch(clock: &Clock, opened: u64, last: u64, rows: usize, requests: u64) -> Gathering {
+        Gathering { opened_at: clock.at(opened), last_arrival: clock.at(last), rows, requests }
+    }
+
+    #[test]
+    fn a_lone_request_runs_at_once_whatever_max_wait() {
+        let clock = Clock(Instant::now());
+        let lone = batch(&clock, 0, 0, 1, 1);
+        for max_wait_ms in [0, 2, 500, 1000] {
+            assert_eq!(
+                policy(64, max_wait_ms).decide(&lone, 1, clock.at(0)),
+                Decision::Run(Dispatch::AllInFlight),
+                "max_wait_ms {max_wait_ms}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_holding_every_submitted_request_runs_at_once() {
+        let clock = Clock(Instant::now());
+        // 31 closed-loop clients queued behind a running batch: all taken, nothing more sent.
+        let drained = batch(&clock, 0, 5, 31, 31);
+        assert_eq!(
+            policy(64, 500).decide(&drained, 31, clock.at(6)),
+            Decision::Run(Dispatch::AllInFlight)
+        );
+    }
+
+    #[test]
+    fn a_request_on_its_way_is_waited_for_until_the_arrival_gap() {
+        let clock = Clock(Instant::now());
+        let p = policy(64, 500);
+        let gathering = batch(&clock, 0, 10, 3, 3);
+        // A fourth was submitted but not yet taken off the queue: wait for it, briefly.
+        let gap = ARRIVAL_GAP.as_micros() as u64;
+        assert_eq!(p.decide(&gathering, 4, clock.at(10)), Decision::WaitUntil(clock.at(10 + gap)));
+        // Nothing came within the gap: run what we have.
+        assert_eq!(p.decide(&gathering, 4, clock.at(10 + gap)), Decision::Run(Dispatch::Idle));
+    }
+
+    #[test]
+    fn max_wait_bounds_the_first_requests_wait() {
+        let clock = Clock(Instant::now());
+        let p = BatchPolicy { arrival_gap: Duration::from_millis(10), ..policy(64, 2) };
+        // Requests keep arriving (the gap is never reached), but the first has waited 2 ms.
+        let busy = batch(&clock, 0, 1_900, 20, 20);
+        assert_eq!(p.decide(&busy, 40, clock.at(1_900)), Decision::WaitUntil(clock.at(2_000)));
+        assert_eq!(p.decide(&busy, 40, clock.at(2_000)), Decision::Run(Dispatch::Deadline));
+        // Greedy batching (max_wait_ms 0) never waits.
+        let greedy = policy(64, 0);
+        assert_eq!(greedy.decide(&busy, 40, clock.at(1_900)), Decision::Run(Dispatch::Deadline));
+    }
+
+    #[test]
+    fn a_full_batch_runs_and_batching_off_never_gathers() {
+        let clock = Clock(Instant::now());
+        assert_eq!(
+            policy(64, 500).decide(&batch(&clock, 0, 0, 64, 64), 200, clock.at(0)),
+            Decision::Run(Dispatch::Full)
+        );
+        assert_eq!(
+            policy(1, 500).decide(&batch(&clock, 0, 0, 1, 1), 200, clock.at(0)),
+            Decision::Run(Dispatch::Full)
+        );
     }
 }

@@ -9,6 +9,10 @@
 //! changes made through other replicas. A sync loads and warms new versions *before* it
 //! switches a deployment's routing to them, and an old version's engine keeps running until
 //! its in-flight requests are answered, so a rollout or rollback fails no request.
+//!
+//! Every lock on the predict path recovers from poisoning ([`read`], [`write`], [`lock`]): a
+//! panic while one is held (the data under these locks is replaced whole, never left half
+//! written) must not make every later request panic too.
 
 pub mod bundles;
 pub mod engine;
@@ -16,8 +20,8 @@ pub mod samples;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use kiln_db::repo::deployments::{self, Deployment as Row, VersionBundle};
 use kiln_ml::DeviceChoice;
@@ -26,6 +30,21 @@ use kiln_types::api::{Batching, LoadedVersion, TrafficSplit};
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
+
+/// Reads a lock, recovering it if a panic poisoned it.
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes a lock, recovering it if a panic poisoned it.
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Locks a mutex, recovering it if a panic poisoned it.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 use uuid::Uuid;
 
 use self::bundles::BundleCache;
@@ -143,9 +162,15 @@ pub struct ServingMetrics {
     pub predictions: IntCounterVec,
     pub latency: HistogramVec,
     pub batch_rows: HistogramVec,
+    /// How long batches were held open for more requests.
+    pub batch_wait: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub samples_dropped: IntCounter,
     pub bundle_loads: IntCounterVec,
+    /// Time to fetch, load and warm a version, by deployment and version.
+    pub model_load: HistogramVec,
+    /// The version taking the most traffic, by deployment.
+    pub active_version: IntGaugeVec,
 }
 
 impl ServingMetrics {
@@ -177,6 +202,34 @@ impl ServingMetrics {
             labels,
         )
         .expect("valid metric");
+        let batch_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "kiln_prediction_batch_wait_seconds",
+                "How long a batch was held open for more requests before its forward pass",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+            ]),
+            labels,
+        )
+        .expect("valid metric");
+        let model_load = HistogramVec::new(
+            HistogramOpts::new(
+                "kiln_serving_model_load_seconds",
+                "Time to fetch, load and warm a model version for a deployment",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            labels,
+        )
+        .expect("valid metric");
+        let active_version = IntGaugeVec::new(
+            Opts::new(
+                "kiln_deployment_active_version",
+                "The model version taking the most traffic of a deployment in this process",
+            ),
+            &["team", "deployment"],
+        )
+        .expect("valid metric");
         let queue_depth = IntGaugeVec::new(
             Opts::new("kiln_prediction_queue_depth", "Requests waiting for an inference thread"),
             labels,
@@ -202,6 +255,9 @@ impl ServingMetrics {
             Box::new(queue_depth.clone()),
             Box::new(samples_dropped.clone()),
             Box::new(bundle_loads.clone()),
+            Box::new(batch_wait.clone()),
+            Box::new(model_load.clone()),
+            Box::new(active_version.clone()),
         ] {
             registry.register(metric).expect("register once");
         }
@@ -209,9 +265,12 @@ impl ServingMetrics {
             predictions,
             latency,
             batch_rows,
+            batch_wait,
             queue_depth,
             samples_dropped,
             bundle_loads,
+            model_load,
+            active_version,
         }
     }
 }
@@ -263,7 +322,7 @@ pub struct Live {
 
 impl Live {
     pub fn routing(&self) -> Arc<Routing> {
-        self.routing.read().expect("routing lock").clone()
+        read(&self.routing).clone()
     }
 
     /// The versions loaded, for `GET /v1/deployments/{name}`.
@@ -376,18 +435,18 @@ impl Serving {
 
     /// A deployment as served by this process.
     pub fn live(&self, id: Uuid) -> Option<Arc<Live>> {
-        self.inner.live.read().expect("live lock").get(&id).cloned()
+        read(&self.inner.live).get(&id).cloned()
     }
 
     /// A team's deployment by name, as served by this process.
     pub fn find(&self, team_id: Uuid, name: &str) -> Option<Arc<Live>> {
-        let live = self.inner.live.read().expect("live lock");
+        let live = read(&self.inner.live);
         live.values().find(|l| l.row.team_id == team_id && l.row.name == name).cloned()
     }
 
     /// The deployments that follow `alias` of a model.
     pub fn following(&self, model_id: Uuid, alias: &str) -> Vec<Arc<Live>> {
-        let live = self.inner.live.read().expect("live lock");
+        let live = read(&self.inner.live);
         live.values()
             .filter(|l| l.row.model_id == model_id && l.row.alias.as_deref() == Some(alias))
             .cloned()
@@ -410,7 +469,7 @@ impl Serving {
                 .into_iter()
                 .map(|b| ((b.model_id, b.version), b))
                 .collect();
-        let current = self.inner.live.read().expect("live lock").clone();
+        let current = read(&self.inner.live).clone();
         let mut next = HashMap::with_capacity(rows.len());
         for row in rows {
             let previous = current.get(&row.id).map(|live| live.routing());
@@ -422,8 +481,35 @@ impl Serving {
             next.insert(row.id, Arc::new(Live { row, routing: RwLock::new(routing) }));
         }
         // Engines no longer routed to are dropped with their `Live`; each finishes its queue.
-        *self.inner.live.write().expect("live lock") = next;
+        self.publish_active_versions(&current, &next);
+        *write(&self.inner.live) = next;
         Ok(())
+    }
+
+    /// `kiln_deployment_active_version`: set for every deployment served, removed for the
+    /// ones no longer served.
+    fn publish_active_versions(
+        &self,
+        current: &HashMap<Uuid, Arc<Live>>,
+        next: &HashMap<Uuid, Arc<Live>>,
+    ) {
+        let gauge = &self.inner.metrics.active_version;
+        for (id, live) in current {
+            if !next.contains_key(id) {
+                let _ = gauge.remove_label_values(&[&live.row.team_name, &live.row.name]);
+            }
+        }
+        for live in next.values() {
+            let labels = [live.row.team_name.as_str(), live.row.name.as_str()];
+            match live.routing().routes.iter().max_by_key(|r| r.weight) {
+                Some(route) => {
+                    gauge.with_label_values(&labels).set(i64::from(route.engine.version))
+                }
+                None => {
+                    let _ = gauge.remove_label_values(&labels);
+                }
+            }
+        }
     }
 
     /// Builds a deployment's routing, reusing engines of `previous` where the version,
@@ -459,7 +545,15 @@ impl Serving {
             let engine = match reusable {
                 Some(engine) => engine.clone(),
                 None => match self.load(row, bundle, batching).await {
-                    Ok(engine) => Arc::new(engine),
+                    Ok((engine, took)) => {
+                        let version = split.version.to_string();
+                        self.inner
+                            .metrics
+                            .model_load
+                            .with_label_values(&[&row.team_name, &row.name, &version])
+                            .observe(took.as_secs_f64());
+                        Arc::new(engine)
+                    }
                     Err(err) => {
                         tracing::error!(deployment = %row.name, version = split.version, error = %err, "cannot load model version");
                         return self.keep(previous, format!("version {}: {err}", split.version));
@@ -484,13 +578,14 @@ impl Serving {
         }
     }
 
-    /// Loads and warms one version on a new inference thread.
+    /// Loads and warms one version on a new inference thread; with how long that took.
     async fn load(
         &self,
         row: &Row,
         bundle: &VersionBundle,
         batching: Batching,
-    ) -> Result<Engine, String> {
+    ) -> Result<(Engine, Duration), String> {
+        let started = Instant::now();
         let (model, _) = self.inner.bundles.get(&bundle.bundle_key, &bundle.bundle_sha256).await?;
         let version = bundle.version.to_string();
         let labels = [row.team_name.as_str(), row.name.as_str(), version.as_str()];
@@ -500,6 +595,7 @@ impl Serving {
         let instruments = EngineInstruments {
             queue_depth: m.queue_depth.with_label_values(&labels),
             batch_rows: m.batch_rows.with_label_values(&labels),
+            batch_wait: m.batch_wait.with_label_values(&labels),
             ok: outcome("ok"),
             invalid: outcome("invalid"),
             overloaded: outcome("overloaded"),
@@ -516,10 +612,45 @@ impl Serving {
             thread_name: format!("kiln-serve-{}-v{}", truncate(&row.name, 16), bundle.version),
             deployment: format!("{}/{}", row.team_name, row.name),
         };
-        Engine::start(model, config, instruments).await
+        let engine = Engine::start(model, config, instruments).await?;
+        Ok((engine, started.elapsed()))
     }
 }
 
 fn truncate(s: &str, n: usize) -> &str {
     s.get(..n).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic while a lock is held poisons it; the predict path's lock helpers still read
+    /// and replace what it holds, so later requests are served instead of panicking too.
+    #[test]
+    fn a_panic_while_a_lock_is_held_does_not_break_later_readers() {
+        let routing = Arc::new(RwLock::new(Arc::new(Routing::default())));
+        let held = routing.clone();
+        let panicked = std::thread::spawn(move || {
+            let _guard = held.write().unwrap();
+            panic!("a bug while routing is being replaced");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(routing.is_poisoned());
+        assert!(read(&routing).routes.is_empty());
+        *write(&routing) = Arc::new(Routing { routes: Vec::new(), error: Some("next".into()) });
+        assert_eq!(read(&routing).error.as_deref(), Some("next"));
+
+        let cache = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+        let held = cache.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = held.lock().unwrap();
+            panic!("a bug while the bundle cache is locked");
+        })
+        .join();
+        assert!(cache.is_poisoned());
+        lock(&cache).insert("sha".into(), 1);
+        assert_eq!(lock(&cache).get("sha"), Some(&1));
+    }
 }

@@ -41,7 +41,7 @@ impl Cap {
     /// How many of `wanted` rows deployment `id` may keep now.
     fn take(&self, id: Uuid, wanted: usize) -> usize {
         let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else { return 0 };
+        let mut buckets = super::lock(&self.buckets);
         let (tokens, last) = buckets.entry(id).or_insert((self.per_second, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
             .min(self.per_second.max(1.0));

@@ -701,3 +701,131 @@ async fn an_extra_feature_in_a_predict_instance_is_refused_unless_the_deployment
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_lone_client_is_not_held_for_max_wait_ms() {
+    let app = spawn_app().await;
+    let team = setup(&app).await;
+    deploy(
+        &app,
+        &team,
+        json!({"name": "iris", "model": "iris", "version": 1,
+               "batching": {"max_batch_size": 64, "max_wait_ms": 500}}),
+    )
+    .await;
+    let row = iris_rows()[..1].to_vec();
+    for _ in 0..20 {
+        assert_eq!(app.predict("iris", &team.member, &row).await.status(), 200);
+    }
+    // The engine's own record of how long each batch was held open: a batch holding every
+    // request submitted runs at once, so 20 sequential requests are never held for the
+    // 500 ms bound (held for it, they would sum to 10 s).
+    let labels = "{deployment=\"iris\",team=\"alpha\",version=\"1\"}";
+    let batches = app.metric(&format!("kiln_prediction_batch_wait_seconds_count{labels}")).await;
+    let held = app.metric(&format!("kiln_prediction_batch_wait_seconds_sum{labels}")).await;
+    assert_eq!(batches, 20.0, "one batch per sequential request");
+    assert!(held < 0.5, "20 lone requests were held {held} s in all");
+    let rows = app.metric(&format!("kiln_prediction_batch_rows_sum{labels}")).await;
+    assert_eq!(rows, 20.0);
+}
+
+#[tokio::test]
+async fn canary_weights_must_sum_to_100() {
+    let app = spawn_app().await;
+    let team = setup(&app).await;
+    deploy(&app, &team, json!({"name": "iris", "model": "iris", "alias": "production"})).await;
+    for traffic in [
+        json!([{"version": 1, "weight": 80}, {"version": 2, "weight": 30}]),
+        json!([{"version": 1, "weight": 9}, {"version": 2, "weight": 1}]),
+        json!([{"version": 2, "weight": 50}]),
+    ] {
+        let err = assert_error(
+            app.patch("/v1/deployments/iris", &team.maintainer, json!({"traffic": traffic})).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        let fields = err["error"]["details"]["fields"].as_object().unwrap();
+        assert!(fields["traffic"].as_str().unwrap().contains("sum to 100"), "{err}");
+    }
+    // Nothing was changed by the refusals; a split that sums to 100 is taken.
+    let d: Value = app.get("/v1/deployments/iris", &team.viewer).await.json().await.unwrap();
+    assert_eq!(d["traffic"], json!([{"version": 1, "weight": 100}]));
+    let res = app
+        .patch(
+            "/v1/deployments/iris",
+            &team.maintainer,
+            json!({"traffic": [{"version": 1, "weight": 90}, {"version": 2, "weight": 10}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn drift_from_a_handful_of_rows_is_insufficient_not_drifted() {
+    let (app, team) = sampling_every_row(0.0).await;
+    deploy(&app, &team, json!({"name": "few", "model": "iris", "version": 1})).await;
+    // Three rows far from the training split: a PSI judged from them would flag everything.
+    let rows: Vec<_> = iris_rows()[..3]
+        .iter()
+        .map(|r| r.iter().map(|(k, v)| (k.clone(), json!(v.as_f64().unwrap() + 50.0))).collect())
+        .collect();
+    assert_eq!(app.predict("few", &team.member, &rows).await.status(), 200);
+    let mut report = Value::Null;
+    for _ in 0..50 {
+        report = drift(&app, &team, "few", 1000).await;
+        if report["window"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(report["window"], 3, "{report}");
+    assert_eq!(report["insufficient_samples"], true, "{report}");
+    assert_eq!(report["min_samples"], 100, "{report}");
+    assert_eq!(report["drifted"], false, "{report}");
+    for f in report["features"].as_array().unwrap() {
+        assert_eq!(f["drifted"], false, "{f}");
+        assert_eq!(f["insufficient_samples"], true, "{f}");
+        assert_eq!(f["rows"], 3, "{f}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_model_load_time_and_the_active_version() {
+    let app = spawn_app().await;
+    let team = setup(&app).await;
+    deploy(&app, &team, json!({"name": "iris", "model": "iris", "alias": "production"})).await;
+    let active = "kiln_deployment_active_version{deployment=\"iris\",team=\"alpha\"}";
+    assert_eq!(app.metric(active).await, 1.0);
+    let loads = |v: u32| {
+        format!(
+            "kiln_serving_model_load_seconds_count{{deployment=\"iris\",team=\"alpha\",version=\"{v}\"}}"
+        )
+    };
+    assert_eq!(app.metric(&loads(1)).await, 1.0);
+    let res = app
+        .patch(
+            "/v1/deployments/iris",
+            &team.maintainer,
+            json!({"traffic": [{"version": 1, "weight": 10}, {"version": 2, "weight": 90}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.metric(active).await, 2.0, "the version taking most traffic");
+    assert_eq!(app.metric(&loads(2)).await, 1.0);
+    assert_eq!(app.metric(&loads(1)).await, 1.0, "v1's engine was kept, not reloaded");
+    // Request counts by outcome and latency stay.
+    assert_eq!(app.predict("iris", &team.member, &iris_rows()[..1]).await.status(), 200);
+    let ok: f64 = app
+        .metric("kiln_predictions_total{deployment=\"iris\",outcome=\"ok\",team=\"alpha\",version=\"1\"}")
+        .await
+        + app
+            .metric("kiln_predictions_total{deployment=\"iris\",outcome=\"ok\",team=\"alpha\",version=\"2\"}")
+            .await;
+    assert_eq!(ok, 1.0);
+    let res = app.request(Method::DELETE, "/v1/deployments/iris", Some(&team.maintainer)).send();
+    assert_eq!(res.await.unwrap().status(), 204);
+    let text = app.http.get(format!("{}/metrics", app.base)).bearer_auth(&app.admin).send();
+    let text = text.await.unwrap().text().await.unwrap();
+    assert!(!text.contains(active), "a deleted deployment has no active version");
+}

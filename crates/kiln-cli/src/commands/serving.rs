@@ -49,7 +49,7 @@ fn parse_splits(splits: &[String]) -> anyhow::Result<Vec<TrafficSplit>> {
                     .parse()
                     .with_context(|| format!("`{version}` in `{pair}` is not a version number"))?,
                 weight: weight.trim().parse().with_context(|| {
-                    format!("`{weight}` in `{pair}` is not a weight (0 to 1000)")
+                    format!("`{weight}` in `{pair}` is not a weight (0 to 100; they sum to 100)")
                 })?,
             })
         })
@@ -70,16 +70,44 @@ pub async fn deployments(
             max_batch_size,
             max_wait_ms,
             allow_extra_features,
+            update,
         } => {
+            // Only what was given: the API's defaults for the rest.
+            let batching = (max_batch_size.is_some() || max_wait_ms.is_some()).then(|| {
+                let defaults = Batching::default();
+                Batching {
+                    max_batch_size: max_batch_size.unwrap_or(defaults.max_batch_size),
+                    max_wait_ms: max_wait_ms.unwrap_or(defaults.max_wait_ms),
+                }
+            });
             let body = CreateDeployment {
-                name,
+                name: name.clone(),
                 model,
                 alias,
                 version: model_version,
-                batching: Some(Batching { max_batch_size, max_wait_ms }),
+                batching,
                 allow_extra_features,
             };
-            let d: Deployment = client.post("/v1/deployments", &body).await?;
+            let res = client
+                .transport(client.request(Method::POST, "/v1/deployments")?.json(&body))
+                .await?;
+            let d: Deployment = if res.status() == reqwest::StatusCode::CONFLICT {
+                if !update {
+                    bail!(
+                        "deployment `{name}` already exists: pass --update to change its batching \
+                         and version instead, or see `kiln deployments update --help`"
+                    );
+                }
+                update_existing(client, &body).await?
+            } else {
+                let url = res.url().to_string();
+                client
+                    .check(res)
+                    .await?
+                    .json()
+                    .await
+                    .with_context(|| format!("unexpected answer from {url}"))?
+            };
             output::print(format, &d, &HEADERS, vec![row(&d)]);
         }
         DeploymentsCommand::Traffic { name, splits } => {
@@ -211,7 +239,13 @@ pub async fn deployments(
                             vec![
                                 f.feature.clone(),
                                 format!("{:.4}", f.psi),
-                                if f.drifted { "DRIFTED".to_owned() } else { "ok".to_owned() },
+                                if f.drifted {
+                                    "DRIFTED".to_owned()
+                                } else if f.insufficient_samples {
+                                    "too few rows".to_owned()
+                                } else {
+                                    "ok".to_owned()
+                                },
                                 f.rows.to_string(),
                                 f.missing.to_string(),
                             ]
@@ -221,18 +255,70 @@ pub async fn deployments(
                         "{}",
                         output::table(&["FEATURE", "PSI", "STATUS", "ROWS", "MISSING"], &rows)
                     );
+                    let verdict = if report.insufficient_samples {
+                        format!(
+                            "insufficient samples (at least {} are needed to judge drift)",
+                            report.min_samples
+                        )
+                    } else if report.drifted {
+                        "drift detected".to_owned()
+                    } else {
+                        "no drift".to_owned()
+                    };
                     outln!(
-                        "\nversion {} over the last {} sampled rows; threshold {}: {}",
+                        "\nversion {} over the last {} sampled rows; threshold {}: {verdict}",
                         report.model_version,
                         report.window,
                         report.threshold,
-                        if report.drifted { "drift detected" } else { "no drift" }
                     );
                 }
             }
         }
     }
     Ok(())
+}
+
+/// `deployments create --update` of an existing deployment: PATCH it to what the create
+/// asked for (batching, the version, extra features). The alias a deployment follows is
+/// fixed at creation: a different one is refused rather than silently ignored.
+async fn update_existing(client: &Client, body: &CreateDeployment) -> anyhow::Result<Deployment> {
+    let path = format!("/v1/deployments/{}", body.name);
+    let current: Deployment = client.get(&path).await?;
+    if current.model != body.model {
+        bail!(
+            "deployment `{}` serves model `{}`, not `{}`: delete it first to serve another model",
+            body.name,
+            current.model,
+            body.model
+        );
+    }
+    if let Some(alias) = &body.alias
+        && current.alias.as_deref() != Some(alias.as_str())
+    {
+        bail!(
+            "deployment `{}` does not follow alias `{alias}` (it {}): the alias is fixed at \
+             creation; delete and create it again, or move the alias",
+            body.name,
+            match (&current.alias, current.version) {
+                (Some(a), _) => format!("follows `{a}`"),
+                (None, Some(v)) => format!("is pinned to version {v}"),
+                (None, None) => "has no target".to_owned(),
+            }
+        );
+    }
+    let traffic = body
+        .version
+        .filter(|v| current.traffic.as_slice() != [TrafficSplit { version: *v, weight: 100 }])
+        .map(|version| vec![TrafficSplit { version, weight: 100 }]);
+    let patch = PatchDeployment {
+        traffic,
+        batching: body.batching,
+        allow_extra_features: body.allow_extra_features.then_some(true),
+    };
+    if patch.traffic.is_none() && patch.batching.is_none() && patch.allow_extra_features.is_none() {
+        return Ok(current);
+    }
+    client.send(client.request(Method::PATCH, &path)?.json(&patch)).await
 }
 
 /// Reads `{"instances": [...]}` or a bare array.

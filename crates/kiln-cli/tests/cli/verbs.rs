@@ -179,3 +179,54 @@ async fn completions_cover_the_new_verbs() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_create_uses_api_defaults_and_offers_update_for_an_existing_name() {
+    let env = start().await;
+    let (_, maintainer) = team_with_a_model(&env).await;
+    let token = Some(maintainer.as_str());
+    let d = env
+        .json(token, &["deployments", "create", "iris", "--model", "iris", "--alias", "production"])
+        .await;
+    assert_eq!(d["batching"], json!({"max_batch_size": 64, "max_wait_ms": 2}), "API defaults");
+    let err = env
+        .fails(
+            token,
+            &["deployments", "create", "iris", "--model", "iris", "--alias", "production"],
+        )
+        .await;
+    assert!(err.contains("already exists") && err.contains("--update"), "{err}");
+    let d = env
+        .json(
+            token,
+            &["deployments", "create", "iris", "--model", "iris", "--alias", "production"]
+                .into_iter()
+                .chain(["--update", "--max-batch-size", "8"])
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    assert_eq!(d["batching"], json!({"max_batch_size": 8, "max_wait_ms": 2}), "{d}");
+    env.ok(token, &["models", "alias", "iris", "staging", "1"]).await;
+    let err = env
+        .fails(
+            token,
+            &["deployments", "create", "iris", "--model", "iris", "--alias", "staging", "--update"],
+        )
+        .await;
+    assert!(err.contains("does not follow alias `staging`"), "{err}");
+    env.ok(token, &["deployments", "create", "pinned", "--model", "iris", "--version", "1"]).await;
+    let d = env
+        .json(
+            token,
+            &["deployments", "create", "pinned", "--model", "iris", "--version", "1"]
+                .into_iter()
+                .chain(["--update", "--max-wait-ms", "0"])
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    assert_eq!(d["batching"], json!({"max_batch_size": 64, "max_wait_ms": 0}), "{d}");
+    assert_eq!(d["traffic"], json!([{"version": 1, "weight": 100}]), "{d}");
+    // No sampled rows yet: drift is not judged, and says why.
+    let table = env.ok(token, &["deployments", "drift", "iris"]).await;
+    assert!(table.contains("insufficient samples"), "{table}");
+}
