@@ -24,6 +24,11 @@ def iris_matrix(rows, dtype=np.float32) -> np.ndarray:
     return np.array([[r[f] for f in IRIS_FEATURES] for r in rows], dtype=dtype)
 
 
+def text(s) -> str:
+    """A BYTES element: tritonclient gives bytes for binary outputs, str for JSON ones."""
+    return s.decode() if isinstance(s, bytes) else s
+
+
 def native_probabilities(predictions) -> np.ndarray:
     return np.array([[p["probabilities"][c] for c in CLASSES] for p in predictions])
 
@@ -80,7 +85,7 @@ def test_tritonclient_classification_equals_the_native_route(triton_client, team
     assert response["model_version"] == str(iris.version)
     assert response["id"] == "req-1"
     want = native_predict(team, "iris", rounded(iris.rows))
-    labels = [s.decode() for s in result.as_numpy("label")]
+    labels = [text(s) for s in result.as_numpy("label")]
     assert labels == [p["label"] for p in want]
     probabilities = result.as_numpy("probabilities")
     assert probabilities.dtype == np.float32 and probabilities.shape == (150, 3)
@@ -98,7 +103,7 @@ def test_tritonclient_one_tensor_per_feature_and_a_version(triton_client, team, 
     result = client.infer("iris", inputs, model_version=str(iris.version),
                           outputs=[triton.InferRequestedOutput("label")])
     want = native_predict(team, "iris", iris.rows)
-    assert [s.decode() for s in result.as_numpy("label")] == [p["label"] for p in want]
+    assert [text(s) for s in result.as_numpy("label")] == [p["label"] for p in want]
     assert result.as_numpy("probabilities") is None
 
 
@@ -184,7 +189,7 @@ def test_kserve_rest_client_v2_classification_and_regression(kiln_url, team, iri
             assert response.id == "k-1"
             outputs = {o.name: o for o in response.outputs}
             want = native_predict(team, "iris", iris.rows[:20])
-            assert [s.decode() if isinstance(s, bytes) else s for s in outputs["label"].data] == [p["label"] for p in want]
+            assert [text(s) for s in outputs["label"].data] == [p["label"] for p in want]
             np.testing.assert_array_equal(
                 outputs["probabilities"].as_numpy().astype(np.float64).reshape(20, 3), native_probabilities(want))
 
