@@ -22,8 +22,9 @@ pub struct OipError {
     pub message: String,
     /// Seconds for a `Retry-After` header (overload, not loaded yet).
     pub retry_after: Option<u64>,
+    /// Boxed: an error value stays small on every `Result` path.
     #[source]
-    pub cause: Option<ApiError>,
+    pub cause: Option<Box<ApiError>>,
 }
 
 /// The wire body of an [`OipError`].
@@ -67,7 +68,7 @@ impl From<ApiError> for OipError {
                 .join("; "),
             _ => err.message.clone(),
         };
-        Self { status, message, retry_after: err.retry_after, cause: Some(err) }
+        Self { status, message, retry_after: err.retry_after, cause: Some(Box::new(err)) }
     }
 }
 
@@ -80,7 +81,7 @@ impl ResponseError for OipError {
         if self.status.is_server_error() {
             let cause = self.cause.as_ref().map(|c| {
                 let mut chain = c.to_string();
-                let mut source = std::error::Error::source(c);
+                let mut source = std::error::Error::source(c.as_ref());
                 while let Some(s) = source {
                     chain.push_str(": ");
                     chain.push_str(&s.to_string());

@@ -111,7 +111,7 @@ async fn find(
 ) -> Result<std::sync::Arc<Live>, OipError> {
     predict::find(state, caller, name, role).await.map_err(|err| match err.code {
         ErrorCode::NotFound => OipError {
-            cause: Some(err),
+            cause: Some(Box::new(err)),
             ..OipError::not_found(format!(
                 "model `{name}` not found: it is not a deployment of your team"
             ))
