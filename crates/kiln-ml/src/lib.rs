@@ -61,7 +61,7 @@ pub use error::{MlError, Result};
 pub use metrics::EpochMetrics;
 pub use model::Architecture;
 pub use prepare::{
-    ColumnEncoding, ExtraFields, InputEncoding, InputProblem, Prepared, Preprocessor,
+    ColumnEncoding, ExtraFields, InputEncoding, InputProblem, Prepared, Preprocessor, Raw,
     TargetEncoding, prepare,
 };
 pub use train::{

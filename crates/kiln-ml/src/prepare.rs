@@ -59,9 +59,10 @@ pub enum TargetEncoding {
     Value { name: String, mean: f64, std: f64 },
 }
 
-/// A raw value before encoding, from a CSV cell or a JSON field.
+/// A raw value before encoding, from a CSV cell, a JSON field or a serving tensor's element
+/// ([`ColumnEncoding::encode_raw`]).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Raw<'a> {
+pub enum Raw<'a> {
     Missing,
     Number(f64),
     Text(&'a str),
@@ -73,7 +74,9 @@ pub(crate) fn is_missing_token(s: &str) -> bool {
 }
 
 impl<'a> Raw<'a> {
-    pub(crate) fn from_cell(cell: &'a str) -> Raw<'a> {
+    /// A text value as a CSV cell or a JSON string is read: trimmed, and the spellings of
+    /// "no value" (`NA`, `null`, ...) are missing.
+    pub fn from_cell(cell: &'a str) -> Raw<'a> {
         let cell = cell.trim();
         if is_missing_token(cell) { Raw::Missing } else { Raw::Text(cell) }
     }
@@ -117,6 +120,13 @@ impl ColumnEncoding {
             ColumnEncoding::Number { .. } => 1,
             ColumnEncoding::Category { categories, .. } => categories.len(),
         }
+    }
+
+    /// Writes one raw value of this field into `out` (`width()` long) exactly as the field
+    /// of a predict instance is encoded, for callers that hold values outside JSON rows
+    /// (serving's Open Inference Protocol tensors).
+    pub fn encode_raw(&self, raw: Raw<'_>, impute: bool, out: &mut [f32]) -> Result<(), String> {
+        self.encode(raw, impute, false, out)
     }
 
     /// Writes this field's features into `out` (`width()` long). `lenient` encodes an unknown
@@ -209,6 +219,14 @@ impl InputEncoding {
             InputEncoding::Tensor { field, shape, .. } => serde_json::json!({
                 "fields": [{"name": field, "type": "array", "shape": shape}]
             }),
+        }
+    }
+
+    /// Standardises one tensor sample in place (its raw values, `width()` long) exactly as
+    /// a predict instance's array is; fields (`Columns`) are left as they are.
+    pub fn standardise_sample(&self, sample: &mut [f32]) {
+        if let InputEncoding::Tensor { shape, shift, scale, .. } = self {
+            standardise(sample, shape, shift, scale);
         }
     }
 

@@ -3,14 +3,12 @@
 //! drift report of recent inputs against the training split.
 
 use std::collections::HashSet;
-use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
 use kiln_db::repo::{deployments, models};
-use kiln_ml::ExtraFields;
 use kiln_types::api::{
     CreateDeployment, Deployment, DriftReport, FeatureDriftReport, Page, PatchDeployment,
-    PredictRequest, PredictResponse, Prediction, TrafficSplit,
+    PredictRequest, PredictResponse, TrafficSplit,
 };
 use kiln_types::{ErrorCode, Role};
 use serde::Deserialize;
@@ -20,8 +18,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::pagination::ListQuery;
-use crate::serving::engine::SubmitError;
-use crate::serving::{Live, batching_of, traffic_of};
+use crate::serving::{Live, batching_of, predict, traffic_of};
 use crate::state::AppState;
 
 /// The weights of a split are percentages: they sum to this.
@@ -29,8 +26,6 @@ const WEIGHT_TOTAL: u32 = 100;
 /// Sampled rows a feature needs before drift is judged: below it, PSI is dominated by
 /// sampling noise (one row of a feature gives a PSI of 7–8 against any training split).
 pub const MIN_DRIFT_SAMPLES: u64 = 100;
-/// Bad fields reported per predict request, at most.
-const MAX_PROBLEMS: usize = 50;
 
 fn view(row: &deployments::Deployment, live: Option<&Live>) -> Deployment {
     let routing = live.map(Live::routing);
@@ -377,101 +372,14 @@ pub async fn predict(
     path: web::Path<String>,
     body: web::Json<PredictRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let team = caller.team()?;
-    let live = match state.serving.find(team, &path) {
-        Some(live) => live,
-        // Created through another replica since the last sync?
-        None => {
-            let row = team_deployment(&state, team, &path).await?;
-            caller.require(Role::Member)?;
-            sync(&state).await;
-            state.serving.live(row.id).ok_or_else(|| {
-                ApiError::unavailable("the deployment", "not loaded yet in this process")
-            })?
-        }
-    };
-    // After the lookup: another team's deployment answers 404 whatever the caller's role.
-    caller.require(Role::Member)?;
-    let started = Instant::now();
-    let routing = live.routing();
-    let engine = routing.pick().ok_or_else(|| {
-        let why = routing.error.clone().unwrap_or_else(|| "no version takes traffic".to_owned());
-        ApiError::unavailable("the deployment", why)
-    })?;
-    let metrics = engine.instruments();
-    let instances = body.into_inner().instances;
-    let max = state.serving.args().max_instances;
-    if instances.is_empty() || instances.len() > max {
-        metrics.invalid.inc();
-        return Err(ApiError::validation([(
-            "instances".to_owned(),
-            format!("must hold 1 to {max} instances, got {}", instances.len()),
-        )]));
-    }
-    let extra =
-        if live.row.allow_extra_features { ExtraFields::Ignore } else { ExtraFields::Refuse };
-    let features =
-        engine.preprocessing.encode_rows(&instances, extra, MAX_PROBLEMS).map_err(|problems| {
-            metrics.invalid.inc();
-            ApiError::validation(
-                problems
-                    .into_iter()
-                    .map(|p| (format!("instances[{}].{}", p.index, p.field), p.message)),
-            )
-        })?;
-    let span = tracing::info_span!(
-        "kiln.serving.predict",
-        team.id = %team,
-        deployment = %live.row.name,
-        model.version = engine.version,
-        instances = instances.len(),
-    );
-    let traceparent = kiln_telemetry::traceparent(&span);
-    let answer = engine.submit(features, instances.len(), traceparent).map_err(|err| {
-        metrics.overloaded.inc();
-        match err {
-            SubmitError::Overloaded => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    ErrorCode::Overloaded,
-                    format!(
-                        "deployment `{}` has too many requests queued; retry shortly",
-                        live.row.name
-                    ),
-                )
-            },
-            SubmitError::Stopped => {
-                ApiError::unavailable("the deployment", "inference thread stopped")
-            }
-        }
-    })?;
-    let predictions = match tracing::Instrument::instrument(answer, span).await {
-        Ok(Ok(predictions)) => predictions,
-        Ok(Err(message)) => {
-            metrics.failed.inc();
-            return Err(ApiError::internal(message));
-        }
-        Err(_) => {
-            metrics.failed.inc();
-            return Err(ApiError::unavailable("the deployment", "inference thread stopped"));
-        }
-    };
-    let predictions: Vec<Prediction> = predictions
-        .into_iter()
-        .map(|p| match p {
-            kiln_ml::Prediction::Class { label, probabilities } => {
-                Prediction::Class { label, probabilities }
-            }
-            kiln_ml::Prediction::Value { value } => Prediction::Value { value },
-        })
-        .collect();
-    state.serving.samples().offer(live.row.id, engine.version, &instances, &predictions);
-    metrics.ok.inc();
-    metrics.latency.observe(started.elapsed().as_secs_f64());
-    Ok(HttpResponse::Ok().insert_header(("X-Kiln-Model-Version", engine.version.to_string())).json(
+    let live = predict::find(&state, &caller, &path, Role::Member).await?;
+    let rows = predict::Instances(body.into_inner().instances);
+    let served = predict::predict(&state, &live, predict::Pick::Routed, &rows).await?;
+    let version = served.engine.version;
+    Ok(HttpResponse::Ok().insert_header(("X-Kiln-Model-Version", version.to_string())).json(
         PredictResponse {
-            predictions,
-            model_version: engine.version,
+            predictions: served.predictions,
+            model_version: version,
             deployment: live.row.name.clone(),
         },
     ))

@@ -1,6 +1,7 @@
 //! Prediction serving: deployments loaded into this process, each version on its own
 //! batching inference thread ([`engine`]), bundles cached by content hash ([`bundles`]), a
-//! sample of traffic kept for drift monitoring ([`samples`]).
+//! sample of traffic kept for drift monitoring ([`samples`]), and one predict request's way
+//! through them, shared by the native and the Open Inference Protocol routes ([`predict`]).
 //!
 //! PostgreSQL holds what should be served (the `deployments` rows, resolved through model
 //! aliases); [`Serving::sync`] makes this process serve exactly that. It runs after every
@@ -16,6 +17,7 @@
 
 pub mod bundles;
 pub mod engine;
+pub mod predict;
 pub mod samples;
 
 use std::collections::HashMap;

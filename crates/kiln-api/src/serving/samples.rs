@@ -79,10 +79,23 @@ impl SampleSink {
         instances: &[Map<String, Value>],
         outputs: &[T],
     ) {
+        self.offer_with(deployment_id, version, instances.len(), |i| instances[i].clone(), outputs);
+    }
+
+    /// [`SampleSink::offer`] for rows that are not JSON instances yet (the Open Inference
+    /// Protocol's tensors): `instance(i)` builds row `i`'s instance, called for kept rows only.
+    pub fn offer_with<T: serde::Serialize>(
+        &self,
+        deployment_id: Uuid,
+        version: i32,
+        rows: usize,
+        instance: impl Fn(usize) -> Map<String, Value>,
+        outputs: &[T],
+    ) {
         if self.rate <= 0.0 {
             return;
         }
-        let picked: Vec<usize> = (0..instances.len().min(outputs.len()))
+        let picked: Vec<usize> = (0..rows.min(outputs.len()))
             .filter(|_| self.rate >= 1.0 || rand::random::<f64>() < self.rate)
             .collect();
         if picked.is_empty() {
@@ -93,10 +106,9 @@ impl SampleSink {
             None => picked.len(),
         };
         for &row in &picked[..allowed] {
-            let (input, output) = (&instances[row], &outputs[row]);
-            let output = serde_json::to_value(output).unwrap_or(Value::Null);
+            let output = serde_json::to_value(&outputs[row]).unwrap_or(Value::Null);
             let sample =
-                Sample { deployment_id, version, input: Value::Object(input.clone()), output };
+                Sample { deployment_id, version, input: Value::Object(instance(row)), output };
             if self.tx.try_send(sample).is_err() {
                 self.dropped.inc();
             }

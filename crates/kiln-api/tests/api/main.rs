@@ -7,6 +7,7 @@ mod errors;
 mod isolation;
 mod jobs;
 mod lifecycle;
+mod oip;
 mod openapi;
 mod outage;
 mod runs;
