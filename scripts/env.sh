@@ -199,7 +199,7 @@ kiln_ensure_sdk_venv() {
 # The stock clients of the compatible surfaces, each in its own virtualenv (their pins never
 # meet the SDK's or each other's); torch comes from the libtorch virtualenv through a .pth
 # file. Sets KILN_MLFLOW_PYTHON / KILN_OIP_PYTHON.
-KILN_MLFLOW_VERSION="3.18.0"
+KILN_MLFLOW_VERSION="3.17.2"
 kiln_ensure_mlflow_venv() {
   local venv="$KILN_CACHE/mlflow-client" torch_site site
   kiln_ensure_libtorch || return 1
