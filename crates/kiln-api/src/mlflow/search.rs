@@ -215,12 +215,14 @@ impl<'a> Lexer<'a> {
                 }
             }
             Some(c) if c.is_ascii_digit() || c == '-' || c == '+' || c == '.' => {
+                if c == '+' {
+                    self.pos += 1;
+                }
                 let word = self.bare();
-                let word = word.trim_start_matches('+');
                 word.parse::<f64>()
                     .ok()
                     .filter(|n| n.is_finite())
-                    .map(|n| Value::Num(n, word.to_owned()))
+                    .map(|n| Value::Num(n, word.clone()))
                     .ok_or_else(|| format!("`{word}` is not a number"))
             }
             Some(_) => Err(format!(
@@ -414,9 +416,7 @@ fn run_clause(c: RawClause) -> Result<RunClause, String> {
 fn order_term(term: &str) -> Result<(Ident, bool), String> {
     let mut lx = Lexer::new(term);
     let ident = lx.ident()?;
-    let ascending = if lx.at_end() {
-        true
-    } else if lx.keyword("ASC") {
+    let ascending = if lx.at_end() || lx.keyword("ASC") {
         true
     } else if lx.keyword("DESC") {
         false

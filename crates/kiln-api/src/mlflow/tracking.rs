@@ -1062,7 +1062,7 @@ async fn log_batch(state: web::Data<AppState>, caller: MlCaller, body: web::Byte
     let mut seen: HashMap<&str, &str> = HashMap::new();
     for kv in &req.params {
         check_param(&kv.key, &kv.value)?;
-        if let Some(prev) = seen.insert(&kv.key, &kv.value) {
+        if let Some(prev) = seen.insert(kv.key.as_str(), kv.value.as_str()) {
             if prev != kv.value {
                 return Err(MlflowError::invalid(format!(
                     "Duplicate parameter keys have been submitted: ['{}']. Please ensure the request \
