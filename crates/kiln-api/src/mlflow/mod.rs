@@ -191,7 +191,12 @@ impl ResponseError for MlflowError {
                 }
                 chain
             });
-            tracing::error!(code = self.code.as_str(), cause = cause.as_deref(), "{}", self.message);
+            tracing::error!(
+                code = self.code.as_str(),
+                cause = cause.as_deref(),
+                "{}",
+                self.message
+            );
         }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(seconds) = self.retry_after {
@@ -240,7 +245,9 @@ fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> ac
             MlflowCode::MalformedRequest,
             "the body must be JSON with `Content-Type: application/json`",
         ),
-        other => MlflowError::new(MlflowCode::MalformedRequest, format!("malformed request: {other}")),
+        other => {
+            MlflowError::new(MlflowCode::MalformedRequest, format!("malformed request: {other}"))
+        }
     };
     e.into()
 }
@@ -252,7 +259,9 @@ fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> 
 /// Mounts the MLflow surfaces. `json_limit` is the API's JSON body limit (a log-batch of
 /// MLflow's own 1 MB limit must fit).
 pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
-    for prefix in ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow", "/api/3.0/mlflow", "/ajax-api/3.0/mlflow"] {
+    for prefix in
+        ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow", "/api/3.0/mlflow", "/ajax-api/3.0/mlflow"]
+    {
         cfg.service(
             web::scope(prefix)
                 .app_data(web::JsonConfig::default().limit(json_limit).error_handler(json_error))

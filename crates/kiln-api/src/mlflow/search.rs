@@ -10,7 +10,9 @@
 //! (``metrics.`my loss` ``). Values are single- or double-quoted strings, numbers, or a
 //! parenthesised list of strings for `IN` / `NOT IN`.
 
-use kiln_db::repo::mlflow::{Cmp, ExpClause, ExpKey, ExpOrder, Operand, RunClause, RunKey, RunOrder};
+use kiln_db::repo::mlflow::{
+    Cmp, ExpClause, ExpKey, ExpOrder, Operand, RunClause, RunKey, RunOrder,
+};
 
 /// An identifier as written: its entity (None: bare) and key.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,14 +122,11 @@ impl<'a> Lexer<'a> {
     fn ident(&mut self) -> Result<Ident, String> {
         match self.peek() {
             None => Err("expected an identifier such as `metrics.loss`, found the end".into()),
-            Some(q @ ('`' | '"')) => {
-                Ok(Ident { entity: None, key: self.quoted(q)? })
-            }
+            Some(q @ ('`' | '"')) => Ok(Ident { entity: None, key: self.quoted(q)? }),
             Some(c) if c.is_alphanumeric() || c == '_' => {
                 let rest = self.rest();
-                let word_end = rest
-                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-                    .unwrap_or(rest.len());
+                let word_end =
+                    rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
                 if rest[word_end..].starts_with('.') {
                     let entity = rest[..word_end].to_owned();
                     self.pos += word_end + 1;
@@ -148,7 +147,14 @@ impl<'a> Lexer<'a> {
     }
 
     fn cmp(&mut self) -> Result<Cmp, String> {
-        for (tok, cmp) in [("!=", Cmp::Ne), ("<=", Cmp::Le), (">=", Cmp::Ge), ("=", Cmp::Eq), ("<", Cmp::Lt), (">", Cmp::Gt)] {
+        for (tok, cmp) in [
+            ("!=", Cmp::Ne),
+            ("<=", Cmp::Le),
+            (">=", Cmp::Ge),
+            ("=", Cmp::Eq),
+            ("<", Cmp::Lt),
+            (">", Cmp::Gt),
+        ] {
             self.skip_ws();
             if self.rest().starts_with(tok) {
                 self.pos += tok.len();
@@ -341,7 +347,9 @@ fn run_attribute(key: &str) -> Result<(RunKey, bool), String> {
         "start_time" | "created" | "Created" => (RunKey::StartTime, true),
         "end_time" => (RunKey::EndTime, true),
         other => {
-            return Err(format!("invalid attribute key `{other}`: valid keys are {RUN_ATTRIBUTES}"));
+            return Err(format!(
+                "invalid attribute key `{other}`: valid keys are {RUN_ATTRIBUTES}"
+            ));
         }
     })
 }
@@ -370,7 +378,10 @@ fn run_clause(c: RawClause) -> Result<RunClause, String> {
                 Entity::Param => (format!("params.{}", ident.key), RunKey::Param(ident.key)),
                 _ => (format!("tags.{}", ident.key), RunKey::Tag(ident.key)),
             };
-            if !matches!(cmp, Cmp::Eq | Cmp::Ne | Cmp::Like | Cmp::ILike | Cmp::IsNull | Cmp::IsNotNull) {
+            if !matches!(
+                cmp,
+                Cmp::Eq | Cmp::Ne | Cmp::Like | Cmp::ILike | Cmp::IsNull | Cmp::IsNotNull
+            ) {
                 return Err(format!("{what} takes {STRING_CMPS}, IS NULL, IS NOT NULL, not {op}"));
             }
             (key, text(&what, value, false)?)
@@ -384,7 +395,8 @@ fn run_clause(c: RawClause) -> Result<RunClause, String> {
                 }
                 (key, number(&what, value)?)
             } else {
-                if !matches!(cmp, Cmp::Eq | Cmp::Ne | Cmp::Like | Cmp::ILike | Cmp::In | Cmp::NotIn) {
+                if !matches!(cmp, Cmp::Eq | Cmp::Ne | Cmp::Like | Cmp::ILike | Cmp::In | Cmp::NotIn)
+                {
                     return Err(format!("{what} takes {STRING_CMPS}, IN, NOT IN, not {op}"));
                 }
                 (key, text(&what, value, true)?)
@@ -396,7 +408,9 @@ fn run_clause(c: RawClause) -> Result<RunClause, String> {
                 "digest" => RunKey::DatasetDigest,
                 "context" => RunKey::DatasetContext,
                 other => {
-                    return Err(format!("invalid dataset key `{other}`: valid keys are name, digest, context"));
+                    return Err(format!(
+                        "invalid dataset key `{other}`: valid keys are name, digest, context"
+                    ));
                 }
             };
             let what = format!("datasets.{}", ident.key);
@@ -503,7 +517,10 @@ pub fn parse_experiment_order(terms: &[String]) -> Result<Vec<ExpOrder>, String>
             let (ident, ascending) = order_term(term).map_err(bad)?;
             let (key, _) = exp_key(&ident).map_err(bad)?;
             if matches!(key, ExpKey::Tag(_)) {
-                return Err(bad("experiments order by name, experiment_id, creation_time or last_update_time".into()));
+                return Err(bad(
+                    "experiments order by name, experiment_id, creation_time or last_update_time"
+                        .into(),
+                ));
             }
             Ok(ExpOrder { key, ascending })
         })
@@ -523,12 +540,29 @@ mod tests {
     #[test]
     fn the_documented_examples_parse() {
         let v = parse_run_filter("metrics.rmse < 1 and params.x = 'y'").unwrap();
-        assert_eq!(v[0], RunClause { key: RunKey::Metric("rmse".into()), cmp: Cmp::Lt, value: Operand::Number(1.0) });
-        assert_eq!(v[1], RunClause { key: RunKey::Param("x".into()), cmp: Cmp::Eq, value: Operand::Text("y".into()) });
+        assert_eq!(
+            v[0],
+            RunClause {
+                key: RunKey::Metric("rmse".into()),
+                cmp: Cmp::Lt,
+                value: Operand::Number(1.0)
+            }
+        );
+        assert_eq!(
+            v[1],
+            RunClause {
+                key: RunKey::Param("x".into()),
+                cmp: Cmp::Eq,
+                value: Operand::Text("y".into())
+            }
+        );
         assert_eq!(one("tags.mlflow.runName LIKE 'tr%'").key, RunKey::Tag("mlflow.runName".into()));
         assert_eq!(one("metrics.`my loss` >= -1.5e-3").value, Operand::Number(-1.5e-3));
         assert_eq!(one("params.\"a b\" != \"c\"").key, RunKey::Param("a b".into()));
-        assert_eq!(one("attributes.status IN ('FINISHED', 'FAILED')").value, Operand::List(vec!["FINISHED".into(), "FAILED".into()]));
+        assert_eq!(
+            one("attributes.status IN ('FINISHED', 'FAILED')").value,
+            Operand::List(vec!["FINISHED".into(), "FAILED".into()])
+        );
         assert_eq!(one("run_id NOT IN ('abc')").cmp, Cmp::NotIn);
         assert_eq!(one("attr.start_time > 1700000000000").key, RunKey::StartTime);
         assert_eq!(one("attributes.`Run name` ILIKE '%x%'").key, RunKey::RunName);
@@ -537,13 +571,20 @@ mod tests {
         assert_eq!(one("datasets.name = 'iris'").key, RunKey::DatasetName);
         assert!(parse_run_filter("").unwrap().is_empty());
         assert!(parse_run_filter("   ").unwrap().is_empty());
-        assert_eq!(parse_run_filter("metrics.a > 0 AND metrics.b < 1 aNd params.c = 'd'").unwrap().len(), 3);
+        assert_eq!(
+            parse_run_filter("metrics.a > 0 AND metrics.b < 1 aNd params.c = 'd'").unwrap().len(),
+            3
+        );
     }
 
     #[test]
     fn bad_filters_name_what_is_wrong() {
         let err = |f: &str| parse_run_filter(f).unwrap_err();
-        assert!(err("metrics.rmse < 'a'").contains("compares with a number"), "{}", err("metrics.rmse < 'a'"));
+        assert!(
+            err("metrics.rmse < 'a'").contains("compares with a number"),
+            "{}",
+            err("metrics.rmse < 'a'")
+        );
         assert!(err("metrics.rmse LIKE 1").contains("not LIKE"));
         assert!(err("params.x = 1").contains("quoted string"));
         assert!(err("params.x < 'a'").contains("not <"));
@@ -564,12 +605,23 @@ mod tests {
 
     #[test]
     fn order_by_terms() {
-        let o = parse_run_order(&["metrics.rmse DESC".into(), "attributes.start_time".into(), "params.lr asc".into()]).unwrap();
+        let o = parse_run_order(&[
+            "metrics.rmse DESC".into(),
+            "attributes.start_time".into(),
+            "params.lr asc".into(),
+        ])
+        .unwrap();
         assert_eq!(o[0], RunOrder { key: RunKey::Metric("rmse".into()), ascending: false });
         assert_eq!(o[1], RunOrder { key: RunKey::StartTime, ascending: true });
         assert_eq!(o[2].key, RunKey::Param("lr".into()));
-        assert!(parse_run_order(&["metrics.rmse SIDEWAYS".into()]).unwrap_err().contains("ASC or DESC"));
-        assert!(parse_run_order(&["attributes.nope".into()]).unwrap_err().contains("invalid attribute key"));
+        assert!(
+            parse_run_order(&["metrics.rmse SIDEWAYS".into()]).unwrap_err().contains("ASC or DESC")
+        );
+        assert!(
+            parse_run_order(&["attributes.nope".into()])
+                .unwrap_err()
+                .contains("invalid attribute key")
+        );
     }
 
     #[test]
@@ -577,8 +629,13 @@ mod tests {
         let v = parse_experiment_filter("name LIKE 'exp-%' and tags.team = 'a'").unwrap();
         assert_eq!(v[0].key, ExpKey::Name);
         assert_eq!(v[1].key, ExpKey::Tag("team".into()));
-        assert_eq!(parse_experiment_filter("creation_time > 5").unwrap()[0].value, Operand::Number(5.0));
-        assert!(parse_experiment_filter("metrics.x > 1").unwrap_err().contains("invalid entity type"));
+        assert_eq!(
+            parse_experiment_filter("creation_time > 5").unwrap()[0].value,
+            Operand::Number(5.0)
+        );
+        assert!(
+            parse_experiment_filter("metrics.x > 1").unwrap_err().contains("invalid entity type")
+        );
         assert!(parse_experiment_filter("name < 'a'").unwrap_err().contains("not <"));
         let o = parse_experiment_order(&["name DESC".into(), "last_update_time".into()]).unwrap();
         assert_eq!(o[0], ExpOrder { key: ExpKey::Name, ascending: false });

@@ -73,7 +73,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(log_batch)),
         )
         .route("/metrics/get-history", web::get().to(get_metric_history))
-        .route("/metrics/get-history-bulk-interval", web::get().to(get_metric_history_bulk_interval));
+        .route(
+            "/metrics/get-history-bulk-interval",
+            web::get().to(get_metric_history_bulk_interval),
+        );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -87,12 +90,16 @@ fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64))
+            .or_else(|| {
+                n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18).map(|f| f as i64)
+            })
             .map(Some)
             .ok_or_else(|| D::Error::custom(format!("{n} is not a 64-bit integer"))),
-        Some(Value::String(s)) => {
-            s.trim().parse().map(Some).map_err(|_| D::Error::custom(format!("`{s}` is not an integer")))
-        }
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("`{s}` is not an integer"))),
         Some(other) => Err(D::Error::custom(format!("{other} is not an integer"))),
     }
 }
@@ -115,7 +122,9 @@ fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     use serde::de::Error;
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => parse_f64(&v).map(Some).ok_or_else(|| D::Error::custom(format!("{v} is not a number"))),
+        Some(v) => {
+            parse_f64(&v).map(Some).ok_or_else(|| D::Error::custom(format!("{v} is not a number")))
+        }
     }
 }
 
@@ -158,7 +167,13 @@ struct MetricOut {
 
 impl MetricOut {
     fn of(p: repo::MetricPoint, run_id: Option<String>) -> Self {
-        MetricOut { key: p.key, value: WireF64(p.value), timestamp: p.timestamp, step: p.step, run_id }
+        MetricOut {
+            key: p.key,
+            value: WireF64(p.value),
+            timestamp: p.timestamp,
+            step: p.step,
+            run_id,
+        }
     }
 }
 
@@ -278,7 +293,11 @@ fn run_view(r: repo::FullRun) -> RunOut {
                 .into_iter()
                 .map(|d| DatasetInputOut { tags: d.tags, dataset: d.dataset })
                 .collect(),
-            model_inputs: r.model_inputs.into_iter().map(|model_id| ModelInputOut { model_id }).collect(),
+            model_inputs: r
+                .model_inputs
+                .into_iter()
+                .map(|model_id| ModelInputOut { model_id })
+                .collect(),
         },
         outputs: (!r.model_outputs.is_empty()).then(|| RunOutputsOut {
             model_outputs: r
@@ -324,7 +343,9 @@ fn need<'a>(v: &'a Option<String>, param: &str) -> Result<&'a str, MlflowError> 
 /// MLflow's rule for metric, param and tag names.
 fn check_key(kind: &str, key: &str) -> Result<(), MlflowError> {
     if key.is_empty() {
-        return Err(MlflowError::invalid(format!("Missing value for required parameter 'key' ({kind} name).")));
+        return Err(MlflowError::invalid(format!(
+            "Missing value for required parameter 'key' ({kind} name)."
+        )));
     }
     if key.chars().count() > MAX_KEY_LENGTH {
         return Err(MlflowError::invalid(format!(
@@ -333,7 +354,8 @@ fn check_key(kind: &str, key: &str) -> Result<(), MlflowError> {
             key.chars().count()
         )));
     }
-    let fine = key.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | ':' | '/'));
+    let fine =
+        key.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | ':' | '/'));
     if !fine || key.starts_with('/') || key.split('/').any(|part| part == "..") {
         return Err(MlflowError::invalid(format!(
             "Invalid {kind} name: '{key}'. Names may only contain alphanumerics, underscores (_), \
@@ -368,8 +390,9 @@ fn check_param(key: &str, value: &str) -> Result<(), MlflowError> {
 }
 
 fn millis(ms: i64, what: &str) -> Result<DateTime<Utc>, MlflowError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| MlflowError::invalid(format!("{what} {ms} is not a valid time in milliseconds")))
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| {
+        MlflowError::invalid(format!("{what} {ms} is not a valid time in milliseconds"))
+    })
 }
 
 fn parse_experiment_id(id: &str) -> Option<i64> {
@@ -437,7 +460,11 @@ fn query_one<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 fn query_i64(q: &[(String, String)], key: &str) -> Result<Option<i64>, MlflowError> {
     query_one(q, key)
-        .map(|v| v.trim().parse::<i64>().map_err(|_| MlflowError::invalid(format!("'{key}' must be an integer, got '{v}'"))))
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| MlflowError::invalid(format!("'{key}' must be an integer, got '{v}'")))
+        })
         .transpose()
 }
 
@@ -497,7 +524,9 @@ struct CreateExperimentReq {
 
 fn check_experiment_name(name: &str) -> Result<(), MlflowError> {
     if name.trim().is_empty() {
-        return Err(MlflowError::invalid("Invalid experiment name: ''. An experiment name must be a non-empty string."));
+        return Err(MlflowError::invalid(
+            "Invalid experiment name: ''. An experiment name must be a non-empty string.",
+        ));
     }
     if name.chars().count() > MAX_EXPERIMENT_NAME_LENGTH {
         return Err(MlflowError::invalid(format!(
@@ -531,7 +560,8 @@ async fn create_experiment(
     let team = team(&caller)?;
     let name = need(&body.name, "name")?;
     check_experiment_name(name)?;
-    let tags: Vec<(String, String)> = body.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+    let tags: Vec<(String, String)> =
+        body.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
     for (k, v) in &tags {
         check_experiment_tag(k, v)?;
     }
@@ -548,7 +578,9 @@ async fn get_experiment(
     query: web::Query<Vec<(String, String)>>,
 ) -> Res {
     require(&caller, Role::Viewer)?;
-    let id = query_one(&query, "experiment_id").filter(|s| !s.is_empty()).ok_or_else(|| missing("experiment_id"))?;
+    let id = query_one(&query, "experiment_id")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing("experiment_id"))?;
     let e = team_experiment(&state, team(&caller)?, id).await?;
     ok(json!({"experiment": experiment_view(e)}))
 }
@@ -559,10 +591,13 @@ async fn get_experiment_by_name(
     query: web::Query<Vec<(String, String)>>,
 ) -> Res {
     require(&caller, Role::Viewer)?;
-    let name = query_one(&query, "experiment_name").filter(|s| !s.is_empty()).ok_or_else(|| missing("experiment_name"))?;
-    let e = repo::get_experiment_by_name(&state.db, team(&caller)?, name)
-        .await?
-        .ok_or_else(|| MlflowError::not_found(format!("Could not find experiment with name '{name}'")))?;
+    let name = query_one(&query, "experiment_name")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| missing("experiment_name"))?;
+    let e =
+        repo::get_experiment_by_name(&state.db, team(&caller)?, name).await?.ok_or_else(|| {
+            MlflowError::not_found(format!("Could not find experiment with name '{name}'"))
+        })?;
     ok(json!({"experiment": experiment_view(e)}))
 }
 
@@ -591,7 +626,8 @@ async fn search_experiments(
         .map_err(MlflowError::invalid)?;
     let order = search::parse_experiment_order(&body.order_by).map_err(MlflowError::invalid)?;
     let mut found =
-        repo::search_experiments(&state.db, team, stages, &clauses, &order, offset, limit + 1).await?;
+        repo::search_experiments(&state.db, team, stages, &clauses, &order, offset, limit + 1)
+            .await?;
     let next = (found.len() as i64 > limit).then(|| (offset + limit).to_string());
     found.truncate(limit as usize);
     let experiments: Vec<ExperimentOut> = found.into_iter().map(experiment_view).collect();
@@ -637,7 +673,9 @@ async fn update_experiment(
         }
         match repo::rename_experiment(&state.db, team, e.id, name).await {
             Ok(_) => {}
-            Err(kiln_db::repo::RepoError::AlreadyExists { .. }) => return Err(already_exists(name)),
+            Err(kiln_db::repo::RepoError::AlreadyExists { .. }) => {
+                return Err(already_exists(name));
+            }
             Err(err) => return Err(err.into()),
         }
     }
@@ -729,12 +767,12 @@ struct CreateRunReq {
 /// A run name like MLflow's generated ones (`adjective-animal-123`).
 fn generated_run_name() -> String {
     const ADJECTIVES: [&str; 16] = [
-        "bold", "calm", "eager", "gentle", "brave", "clever", "swift", "bright", "quiet",
-        "merry", "noble", "keen", "lucky", "proud", "vivid", "witty",
+        "bold", "calm", "eager", "gentle", "brave", "clever", "swift", "bright", "quiet", "merry",
+        "noble", "keen", "lucky", "proud", "vivid", "witty",
     ];
     const ANIMALS: [&str; 16] = [
-        "fox", "owl", "otter", "lynx", "heron", "panda", "whale", "finch", "hare", "seal",
-        "wolf", "crane", "bison", "moth", "newt", "yak",
+        "fox", "owl", "otter", "lynx", "heron", "panda", "whale", "finch", "hare", "seal", "wolf",
+        "crane", "bison", "moth", "newt", "yak",
     ];
     let bytes = Uuid::new_v4().into_bytes();
     format!(
@@ -803,7 +841,9 @@ async fn create_run(
     let id = match created {
         CreatedRun::Created(id) => id,
         CreatedRun::NoExperiment => {
-            return Err(MlflowError::not_found(format!("No Experiment with id={experiment} exists")));
+            return Err(MlflowError::not_found(format!(
+                "No Experiment with id={experiment} exists"
+            )));
         }
         CreatedRun::ExperimentDeleted => {
             return Err(MlflowError::invalid(format!(
@@ -907,18 +947,31 @@ struct RunWriteReq {
     step: Option<i64>,
 }
 
-async fn set_run_stage(state: &AppState, caller: &MlCaller, body: &RunWriteReq, stage: &str) -> Res {
+async fn set_run_stage(
+    state: &AppState,
+    caller: &MlCaller,
+    body: &RunWriteReq,
+    stage: &str,
+) -> Res {
     let run = team_run(state, caller, &body.run_id, &body.run_uuid).await?;
     require(caller, Role::Member)?;
     repo::set_run_lifecycle(&state.db, &run, stage).await?;
     empty()
 }
 
-async fn delete_run(state: web::Data<AppState>, caller: MlCaller, body: web::Json<RunWriteReq>) -> Res {
+async fn delete_run(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<RunWriteReq>,
+) -> Res {
     set_run_stage(&state, &caller, &body, "deleted").await
 }
 
-async fn restore_run(state: web::Data<AppState>, caller: MlCaller, body: web::Json<RunWriteReq>) -> Res {
+async fn restore_run(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<RunWriteReq>,
+) -> Res {
     set_run_stage(&state, &caller, &body, "active").await
 }
 
@@ -930,13 +983,19 @@ fn string_value(v: &Option<Value>) -> String {
     }
 }
 
-async fn log_metric(state: web::Data<AppState>, caller: MlCaller, body: web::Json<RunWriteReq>) -> Res {
+async fn log_metric(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<RunWriteReq>,
+) -> Res {
     let run = writable_run(&state, &caller, &body.run_id, &body.run_uuid).await?;
     let key = need(&body.key, "key")?;
     check_key("Metric", key)?;
     let value = match &body.value {
         None | Some(Value::Null) => return Err(missing("value")),
-        Some(v) => parse_f64(v).ok_or_else(|| MlflowError::invalid(format!("Got invalid value {v} for metric '{key}'")))?,
+        Some(v) => parse_f64(v).ok_or_else(|| {
+            MlflowError::invalid(format!("Got invalid value {v} for metric '{key}'"))
+        })?,
     };
     let ts = millis(body.timestamp.ok_or_else(|| missing("timestamp"))?, "timestamp")?;
     let point = Point { name: key.to_owned(), step: body.step.unwrap_or(0), value, ts: Some(ts) };
@@ -944,7 +1003,11 @@ async fn log_metric(state: web::Data<AppState>, caller: MlCaller, body: web::Jso
     empty()
 }
 
-async fn log_param(state: web::Data<AppState>, caller: MlCaller, body: web::Json<RunWriteReq>) -> Res {
+async fn log_param(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<RunWriteReq>,
+) -> Res {
     let run = writable_run(&state, &caller, &body.run_id, &body.run_uuid).await?;
     let key = need(&body.key, "key")?;
     let value = string_value(&body.value);
@@ -953,7 +1016,11 @@ async fn log_param(state: web::Data<AppState>, caller: MlCaller, body: web::Json
     empty()
 }
 
-async fn write_params(state: &AppState, run: &RunInfo, params: &[(String, String)]) -> Result<(), MlflowError> {
+async fn write_params(
+    state: &AppState,
+    run: &RunInfo,
+    params: &[(String, String)],
+) -> Result<(), MlflowError> {
     match repo::log_params(&state.db, run.run_uuid, params).await? {
         Ok(()) => Ok(()),
         Err(c) => Err(MlflowError::invalid(format!(
@@ -964,7 +1031,11 @@ async fn write_params(state: &AppState, run: &RunInfo, params: &[(String, String
     }
 }
 
-async fn set_tag(state: web::Data<AppState>, caller: MlCaller, body: web::Json<RunWriteReq>) -> Res {
+async fn set_tag(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<RunWriteReq>,
+) -> Res {
     let run = writable_run(&state, &caller, &body.run_id, &body.run_uuid).await?;
     let key = need(&body.key, "key")?;
     let value = string_value(&body.value);
@@ -973,7 +1044,11 @@ async fn set_tag(state: web::Data<AppState>, caller: MlCaller, body: web::Json<R
     empty()
 }
 
-async fn delete_tag(state: web::Data<AppState>, caller: MlCaller, body: web::Json<RunWriteReq>) -> Res {
+async fn delete_tag(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<RunWriteReq>,
+) -> Res {
     let run = writable_run(&state, &caller, &body.run_id, &body.run_uuid).await?;
     let key = need(&body.key, "key")?;
     if !repo::delete_tag(&state.db, run.run_uuid, key).await? {
@@ -1055,8 +1130,14 @@ async fn log_batch(state: web::Data<AppState>, caller: MlCaller, body: web::Byte
         let key = need(&metric.key, "metrics[].key")?;
         check_key("Metric", key)?;
         let value = metric.value.ok_or_else(|| missing("metrics[].value"))?;
-        let ts = millis(metric.timestamp.ok_or_else(|| missing("metrics[].timestamp"))?, "timestamp")?;
-        points.push(Point { name: key.to_owned(), step: metric.step.unwrap_or(0), value, ts: Some(ts) });
+        let ts =
+            millis(metric.timestamp.ok_or_else(|| missing("metrics[].timestamp"))?, "timestamp")?;
+        points.push(Point {
+            name: key.to_owned(),
+            step: metric.step.unwrap_or(0),
+            value,
+            ts: Some(ts),
+        });
     }
     let mut params: Vec<(String, String)> = Vec::with_capacity(p);
     let mut seen: HashMap<&str, &str> = HashMap::new();
@@ -1125,7 +1206,11 @@ struct LogInputsReq {
     models: Vec<ModelRef>,
 }
 
-async fn log_inputs(state: web::Data<AppState>, caller: MlCaller, body: web::Json<LogInputsReq>) -> Res {
+async fn log_inputs(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<LogInputsReq>,
+) -> Res {
     let run = writable_run(&state, &caller, &body.run_id, &None).await?;
     if body.datasets.len() > MAX_ENTITIES_PER_BATCH {
         return Err(MlflowError::invalid(format!(
@@ -1158,7 +1243,8 @@ async fn log_inputs(state: web::Data<AppState>, caller: MlCaller, body: web::Jso
         if let Some(profile) = &ds.profile {
             dataset.insert("profile".into(), json!(profile));
         }
-        let tags = serde_json::to_value(&d.tags).map_err(|e| MlflowError::invalid(e.to_string()))?;
+        let tags =
+            serde_json::to_value(&d.tags).map_err(|e| MlflowError::invalid(e.to_string()))?;
         let dataset = Value::Object(dataset);
         crate::validate::no_nul_chars(&dataset, "dataset")?;
         inputs.push(repo::NewInput {
@@ -1186,7 +1272,11 @@ struct LogOutputsReq {
     models: Vec<ModelRef>,
 }
 
-async fn log_outputs(state: web::Data<AppState>, caller: MlCaller, body: web::Json<LogOutputsReq>) -> Res {
+async fn log_outputs(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<LogOutputsReq>,
+) -> Res {
     let run = writable_run(&state, &caller, &body.run_id, &None).await?;
     let mut models = Vec::new();
     for m in &body.models {
@@ -1205,7 +1295,11 @@ struct LogModelReq {
 
 /// runs/log-model (MLflow 2's record of a logged model): kept, as MLflow does, in the run's
 /// `mlflow.log-model.history` tag.
-async fn log_model(state: web::Data<AppState>, caller: MlCaller, body: web::Json<LogModelReq>) -> Res {
+async fn log_model(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<LogModelReq>,
+) -> Res {
     let run = writable_run(&state, &caller, &body.run_id, &None).await?;
     let model_json = need(&body.model_json, "model_json")?;
     let model: Value = serde_json::from_str(model_json)
@@ -1240,7 +1334,11 @@ struct SearchRunsReq {
     page_token: Option<String>,
 }
 
-async fn search_runs(state: web::Data<AppState>, caller: MlCaller, body: web::Json<SearchRunsReq>) -> Res {
+async fn search_runs(
+    state: web::Data<AppState>,
+    caller: MlCaller,
+    body: web::Json<SearchRunsReq>,
+) -> Res {
     require(&caller, Role::Viewer)?;
     let team = team(&caller)?;
     let limit = page_size(body.max_results, "runs/search")?;
@@ -1290,7 +1388,9 @@ async fn get_metric_history(
     let run_id = query_one(&query, "run_id").map(str::to_owned);
     let run_uuid = query_one(&query, "run_uuid").map(str::to_owned);
     let run = team_run(&state, &caller, &run_id, &run_uuid).await?;
-    let key = query_one(&query, "metric_key").filter(|k| !k.is_empty()).ok_or_else(|| missing("metric_key"))?;
+    let key = query_one(&query, "metric_key")
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| missing("metric_key"))?;
     let offset = page_offset(query_one(&query, "page_token"))?;
     let max = query_i64(&query, "max_results")?;
     if let Some(n) = max {
@@ -1300,7 +1400,8 @@ async fn get_metric_history(
     }
     // Without max_results, every point (as MLflow's own server answers).
     let limit = max.unwrap_or(i64::MAX - 1);
-    let mut points = repo::metric_history(&state.db, run.run_uuid, key, offset, limit.saturating_add(1)).await?;
+    let mut points =
+        repo::metric_history(&state.db, run.run_uuid, key, offset, limit.saturating_add(1)).await?;
     let next = max.filter(|n| points.len() as i64 > *n).map(|n| (offset + n).to_string());
     if let Some(n) = max {
         points.truncate(n as usize);
@@ -1342,10 +1443,14 @@ async fn get_metric_history_bulk_interval(
             run_ids.len()
         )));
     }
-    let key = query_one(&query, "metric_key").filter(|k| !k.is_empty()).ok_or_else(|| missing("metric_key"))?;
+    let key = query_one(&query, "metric_key")
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| missing("metric_key"))?;
     let max = query_i64(&query, "max_results")?.unwrap_or(BULK_MAX_RESULTS_PER_RUN as i64);
     if !(1..=BULK_MAX_RESULTS_PER_RUN as i64).contains(&max) {
-        return Err(MlflowError::invalid(format!("max_results must be between 1 and {BULK_MAX_RESULTS_PER_RUN}.")));
+        return Err(MlflowError::invalid(format!(
+            "max_results must be between 1 and {BULK_MAX_RESULTS_PER_RUN}."
+        )));
     }
     let steps = match (query_i64(&query, "start_step")?, query_i64(&query, "end_step")?) {
         (Some(a), Some(b)) if a > b => {

@@ -35,7 +35,9 @@ impl TestApp {
     }
 
     async fn ml_experiment(&self, team: &TestTeam, name: &str) -> String {
-        let body = ok(self.ml_post("/experiments/create", &team.member, json!({"name": name})).await).await;
+        let body =
+            ok(self.ml_post("/experiments/create", &team.member, json!({"name": name})).await)
+                .await;
         body["experiment_id"].as_str().unwrap().to_owned()
     }
 
@@ -79,13 +81,10 @@ async fn a_run_logged_through_mlflow_is_the_same_kiln_run() {
     assert_eq!(info["artifact_uri"], format!("mlflow-artifacts:/{exp}/{run_id}/artifacts"));
     assert_eq!(info["lifecycle_stage"], "active");
 
-    let metrics: Vec<Value> = (0..1000).map(|i| metric("loss", 1.0 / (1.0 + i as f64), i)).collect();
+    let metrics: Vec<Value> =
+        (0..1000).map(|i| metric("loss", 1.0 / (1.0 + i as f64), i)).collect();
     ok(app
-        .ml_post(
-            "/runs/log-batch",
-            &team.member,
-            json!({"run_id": run_id, "metrics": metrics}),
-        )
+        .ml_post("/runs/log-batch", &team.member, json!({"run_id": run_id, "metrics": metrics}))
         .await)
     .await;
     let body = json!({"run_id": run_id, "params": [{"key": "lr", "value": "0.1"}], "tags": [{"key": "t", "value": "1"}]});
@@ -98,7 +97,8 @@ async fn a_run_logged_through_mlflow_is_the_same_kiln_run() {
     assert_eq!(native["name"], "first");
     assert_eq!(native["params"], json!({"lr": "0.1"}));
     assert_eq!(native["status"], "running");
-    let series: Value = app.get(&format!("/v1/runs/{uuid}/metrics"), &team.viewer).await.json().await.unwrap();
+    let series: Value =
+        app.get(&format!("/v1/runs/{uuid}/metrics"), &team.viewer).await.json().await.unwrap();
     let loss = series["series"]["loss"].as_array().unwrap();
     assert_eq!(loss.len(), 1000);
     assert_eq!(loss[999], json!([999, 0.001]));
@@ -107,9 +107,15 @@ async fn a_run_logged_through_mlflow_is_the_same_kiln_run() {
 
     // data.metrics is the latest value (highest step); the history pages.
     let got = ok(app.ml_get(&format!("/runs/get?run_id={uuid}"), &team.viewer).await).await;
-    assert_eq!(got["run"]["data"]["metrics"], json!([{"key": "loss", "value": 0.001, "timestamp": 1_700_000_000_999i64, "step": 999}]));
+    assert_eq!(
+        got["run"]["data"]["metrics"],
+        json!([{"key": "loss", "value": 0.001, "timestamp": 1_700_000_000_999i64, "step": 999}])
+    );
     let page = ok(app
-        .ml_get(&format!("/metrics/get-history?run_id={run_id}&metric_key=loss&max_results=600"), &team.viewer)
+        .ml_get(
+            &format!("/metrics/get-history?run_id={run_id}&metric_key=loss&max_results=600"),
+            &team.viewer,
+        )
         .await)
     .await;
     assert_eq!(page["metrics"].as_array().unwrap().len(), 600);
@@ -126,12 +132,17 @@ async fn a_run_logged_through_mlflow_is_the_same_kiln_run() {
 
     // KILLED maps onto the native `failed`, and reads back as KILLED.
     let upd = ok(app
-        .ml_post("/runs/update", &team.member, json!({"run_id": run_id, "status": "KILLED", "end_time": 1_700_000_100_000i64}))
+        .ml_post(
+            "/runs/update",
+            &team.member,
+            json!({"run_id": run_id, "status": "KILLED", "end_time": 1_700_000_100_000i64}),
+        )
         .await)
     .await;
     assert_eq!(upd["run_info"]["status"], "KILLED");
     assert_eq!(upd["run_info"]["end_time"], 1_700_000_100_000i64);
-    let native: Value = app.get(&format!("/v1/runs/{uuid}"), &team.viewer).await.json().await.unwrap();
+    let native: Value =
+        app.get(&format!("/v1/runs/{uuid}"), &team.viewer).await.json().await.unwrap();
     assert_eq!(native["status"], "failed");
     assert!(native["finished_at"].is_string());
 }
@@ -142,7 +153,11 @@ async fn params_are_immutable_tags_overwrite_and_non_finite_metrics_are_kept() {
     let team = app.team("alpha").await;
     let run_id = app.ml_run(&team, "0", "r").await;
     let log_param = |value: &str| {
-        app.ml_post("/runs/log-parameter", &team.member, json!({"run_id": run_id, "key": "p", "value": value}))
+        app.ml_post(
+            "/runs/log-parameter",
+            &team.member,
+            json!({"run_id": run_id, "key": "p", "value": value}),
+        )
     };
     ok(log_param("a").await).await;
     ok(log_param("a").await).await;
@@ -168,9 +183,18 @@ async fn params_are_immutable_tags_overwrite_and_non_finite_metrics_are_kept() {
     assert!(err["message"].as_str().unwrap().contains("Duplicate parameter keys"));
 
     for value in ["x", "y"] {
-        ok(app.ml_post("/runs/set-tag", &team.member, json!({"run_id": run_id, "key": "t", "value": value})).await).await;
+        ok(app
+            .ml_post(
+                "/runs/set-tag",
+                &team.member,
+                json!({"run_id": run_id, "key": "t", "value": value}),
+            )
+            .await)
+        .await;
     }
-    for (step, value) in [(0, json!("NaN")), (1, json!("Infinity")), (2, json!("-Infinity")), (3, json!(2.5))] {
+    for (step, value) in
+        [(0, json!("NaN")), (1, json!("Infinity")), (2, json!("-Infinity")), (3, json!(2.5))]
+    {
         ok(app
             .ml_post(
                 "/runs/log-metric",
@@ -184,16 +208,26 @@ async fn params_are_immutable_tags_overwrite_and_non_finite_metrics_are_kept() {
     let data = &got["run"]["data"];
     assert_eq!(data["params"], json!([{"key": "p", "value": "a"}]));
     assert!(data["tags"].as_array().unwrap().contains(&json!({"key": "t", "value": "y"})));
-    assert!(data["tags"].as_array().unwrap().contains(&json!({"key": "mlflow.runName", "value": "r"})));
-    assert!(data["tags"].as_array().unwrap().contains(&json!({"key": "mlflow.user", "value": "ana"})));
+    assert!(
+        data["tags"].as_array().unwrap().contains(&json!({"key": "mlflow.runName", "value": "r"}))
+    );
+    assert!(
+        data["tags"].as_array().unwrap().contains(&json!({"key": "mlflow.user", "value": "ana"}))
+    );
     assert!(data["metrics"].as_array().unwrap().iter().all(|m| m["key"] == "odd"));
-    let history = ok(app.ml_get(&format!("/metrics/get-history?run_id={run_id}&metric_key=odd"), &team.viewer).await).await;
-    let values: Vec<Value> = history["metrics"].as_array().unwrap().iter().map(|m| m["value"].clone()).collect();
+    let history = ok(app
+        .ml_get(&format!("/metrics/get-history?run_id={run_id}&metric_key=odd"), &team.viewer)
+        .await)
+    .await;
+    let values: Vec<Value> =
+        history["metrics"].as_array().unwrap().iter().map(|m| m["value"].clone()).collect();
     assert_eq!(values, vec![json!("NaN"), json!("Infinity"), json!("-Infinity"), json!(2.5)]);
 
     // delete-tag, and of a tag that is not there
-    ok(app.ml_post("/runs/delete-tag", &team.member, json!({"run_id": run_id, "key": "t"})).await).await;
-    let res = app.ml_post("/runs/delete-tag", &team.member, json!({"run_id": run_id, "key": "t"})).await;
+    ok(app.ml_post("/runs/delete-tag", &team.member, json!({"run_id": run_id, "key": "t"})).await)
+        .await;
+    let res =
+        app.ml_post("/runs/delete-tag", &team.member, json!({"run_id": run_id, "key": "t"})).await;
     assert_mlflow_error(res, 404, "RESOURCE_DOES_NOT_EXIST").await;
 }
 
@@ -204,26 +238,56 @@ async fn log_batch_keeps_mlflow_limits() {
     let run_id = app.ml_run(&team, "0", "r").await;
     let batch = |body: Value| app.ml_post("/runs/log-batch", &team.member, body);
     let many: Vec<Value> = (0..1001).map(|i| metric("m", 1.0, i)).collect();
-    let err = assert_mlflow_error(batch(json!({"run_id": run_id, "metrics": many})).await, 400, "INVALID_PARAMETER_VALUE").await;
-    assert!(err["message"].as_str().unwrap().contains("at most 1000 metrics"), "{err}");
-    let params: Vec<Value> = (0..101).map(|i| json!({"key": format!("p{i}"), "value": "v"})).collect();
-    assert_mlflow_error(batch(json!({"run_id": run_id, "params": params})).await, 400, "INVALID_PARAMETER_VALUE").await;
-    let tags: Vec<Value> = (0..101).map(|i| json!({"key": format!("t{i}"), "value": "v"})).collect();
-    assert_mlflow_error(batch(json!({"run_id": run_id, "tags": tags})).await, 400, "INVALID_PARAMETER_VALUE").await;
-    let metrics: Vec<Value> = (0..950).map(|i| metric("m", 1.0, i)).collect();
-    let tags: Vec<Value> = (0..51).map(|i| json!({"key": format!("t{i}"), "value": "v"})).collect();
-    let err = assert_mlflow_error(batch(json!({"run_id": run_id, "metrics": metrics, "tags": tags})).await, 400, "INVALID_PARAMETER_VALUE").await;
-    assert!(err["message"].as_str().unwrap().contains("in total"), "{err}");
-    let long_key = "k".repeat(251);
-    assert_mlflow_error(batch(json!({"run_id": run_id, "metrics": [metric(&long_key, 1.0, 0)]})).await, 400, "INVALID_PARAMETER_VALUE").await;
-    assert_mlflow_error(
-        batch(json!({"run_id": run_id, "params": [{"key": "big", "value": "x".repeat(6001)}]})).await,
+    let err = assert_mlflow_error(
+        batch(json!({"run_id": run_id, "metrics": many})).await,
         400,
         "INVALID_PARAMETER_VALUE",
     )
     .await;
-    let huge_tags: Vec<Value> = (0..100).map(|i| json!({"key": format!("t{i}"), "value": "x".repeat(7999)})).collect();
-    let huge_params: Vec<Value> = (0..100).map(|i| json!({"key": format!("p{i}"), "value": "y".repeat(5999)})).collect();
+    assert!(err["message"].as_str().unwrap().contains("at most 1000 metrics"), "{err}");
+    let params: Vec<Value> =
+        (0..101).map(|i| json!({"key": format!("p{i}"), "value": "v"})).collect();
+    assert_mlflow_error(
+        batch(json!({"run_id": run_id, "params": params})).await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    .await;
+    let tags: Vec<Value> =
+        (0..101).map(|i| json!({"key": format!("t{i}"), "value": "v"})).collect();
+    assert_mlflow_error(
+        batch(json!({"run_id": run_id, "tags": tags})).await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    .await;
+    let metrics: Vec<Value> = (0..950).map(|i| metric("m", 1.0, i)).collect();
+    let tags: Vec<Value> = (0..51).map(|i| json!({"key": format!("t{i}"), "value": "v"})).collect();
+    let err = assert_mlflow_error(
+        batch(json!({"run_id": run_id, "metrics": metrics, "tags": tags})).await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    .await;
+    assert!(err["message"].as_str().unwrap().contains("in total"), "{err}");
+    let long_key = "k".repeat(251);
+    assert_mlflow_error(
+        batch(json!({"run_id": run_id, "metrics": [metric(&long_key, 1.0, 0)]})).await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    .await;
+    assert_mlflow_error(
+        batch(json!({"run_id": run_id, "params": [{"key": "big", "value": "x".repeat(6001)}]}))
+            .await,
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    .await;
+    let huge_tags: Vec<Value> =
+        (0..100).map(|i| json!({"key": format!("t{i}"), "value": "x".repeat(7999)})).collect();
+    let huge_params: Vec<Value> =
+        (0..100).map(|i| json!({"key": format!("p{i}"), "value": "y".repeat(5999)})).collect();
     let body = json!({"run_id": run_id, "tags": huge_tags, "params": huge_params});
     let err = assert_mlflow_error(batch(body).await, 400, "INVALID_PARAMETER_VALUE").await;
     assert!(err["message"].as_str().unwrap().contains("at most 1000000 bytes"), "{err}");
@@ -261,7 +325,10 @@ async fn search_runs_grammar_order_and_paging() {
         .await;
         ids.push(id);
     }
-    ok(app.ml_post("/runs/update", &team.member, json!({"run_id": ids[0], "status": "FINISHED"})).await).await;
+    ok(app
+        .ml_post("/runs/update", &team.member, json!({"run_id": ids[0], "status": "FINISHED"}))
+        .await)
+    .await;
     let count = |filter: &str| {
         let body = json!({"experiment_ids": [exp], "filter": filter});
         let app = &app;
@@ -293,15 +360,26 @@ async fn search_runs_grammar_order_and_paging() {
 
     let body = json!({"experiment_ids": [exp], "order_by": ["metrics.rmse ASC"], "max_results": 4});
     let first = ok(app.ml_search(&team, body).await).await;
-    let names: Vec<&str> = first["runs"].as_array().unwrap().iter().map(|r| r["info"]["run_name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = first["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["info"]["run_name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["run-5", "run-4", "run-3", "run-2"]);
     let token = first["next_page_token"].as_str().unwrap();
     let body = json!({"experiment_ids": [exp], "order_by": ["metrics.rmse ASC"], "max_results": 4, "page_token": token});
     let rest = ok(app.ml_search(&team, body).await).await;
-    let names: Vec<&str> = rest["runs"].as_array().unwrap().iter().map(|r| r["info"]["run_name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = rest["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["info"]["run_name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["run-1", "run-0"]);
     assert!(rest.get("next_page_token").is_none());
-    let body = json!({"experiment_ids": [exp], "order_by": ["params.model DESC", "attributes.run_name"]});
+    let body =
+        json!({"experiment_ids": [exp], "order_by": ["params.model DESC", "attributes.run_name"]});
     let found = ok(app.ml_search(&team, body).await).await;
     assert_eq!(found["runs"][0]["info"]["run_name"], "run-1");
 
@@ -318,7 +396,9 @@ async fn search_runs_grammar_order_and_paging() {
         let err = assert_mlflow_error(res, 400, "INVALID_PARAMETER_VALUE").await;
         assert!(err["message"].as_str().unwrap().contains(needle), "{filter}: {err}");
     }
-    let res = app.ml_search(&team, json!({"experiment_ids": [exp], "order_by": ["metrics.rmse UP"]})).await;
+    let res = app
+        .ml_search(&team, json!({"experiment_ids": [exp], "order_by": ["metrics.rmse UP"]}))
+        .await;
     assert_mlflow_error(res, 400, "INVALID_PARAMETER_VALUE").await;
     let res = app.ml_search(&team, json!({"experiment_ids": [exp], "max_results": 50001})).await;
     assert_mlflow_error(res, 400, "INVALID_PARAMETER_VALUE").await;
@@ -331,7 +411,13 @@ async fn search_runs_grammar_order_and_paging() {
     let body = json!({"experiment_ids": [exp], "run_view_type": "DELETED_ONLY"});
     let found = ok(app.ml_search(&team, body).await).await;
     assert_eq!(found["runs"][0]["info"]["run_id"], ids[0]);
-    let res = app.ml_post("/runs/log-metric", &team.member, json!({"run_id": ids[0], "key": "m", "value": 1, "timestamp": 1})).await;
+    let res = app
+        .ml_post(
+            "/runs/log-metric",
+            &team.member,
+            json!({"run_id": ids[0], "key": "m", "value": 1, "timestamp": 1}),
+        )
+        .await;
     assert_mlflow_error(res, 400, "INVALID_PARAMETER_VALUE").await;
     ok(app.ml_post("/runs/restore", &team.member, json!({"run_id": ids[0]})).await).await;
     assert_eq!(count("").await, 6);
@@ -345,13 +431,19 @@ async fn experiments_crud_default_and_names() {
     let zero = ok(app.ml_get("/experiments/get?experiment_id=0", &team.viewer).await).await;
     assert_eq!(zero["experiment"]["name"], "Default");
     assert_eq!(zero["experiment"]["lifecycle_stage"], "active");
-    let by_name = ok(app.ml_get("/experiments/get-by-name?experiment_name=Default", &team.viewer).await).await;
+    let by_name =
+        ok(app.ml_get("/experiments/get-by-name?experiment_name=Default", &team.viewer).await)
+            .await;
     assert_eq!(by_name["experiment"]["experiment_id"], "0");
     let res = app.ml_get("/experiments/get-by-name?experiment_name=nope", &team.viewer).await;
     assert_mlflow_error(res, 404, "RESOURCE_DOES_NOT_EXIST").await;
 
     let id = ok(app
-        .ml_post("/experiments/create", &team.member, json!({"name": "e1", "tags": [{"key": "k", "value": "v"}]}))
+        .ml_post(
+            "/experiments/create",
+            &team.member,
+            json!({"name": "e1", "tags": [{"key": "k", "value": "v"}]}),
+        )
         .await)
     .await["experiment_id"]
         .as_str()
@@ -361,17 +453,47 @@ async fn experiments_crud_default_and_names() {
     assert_mlflow_error(res, 400, "RESOURCE_ALREADY_EXISTS").await;
     let res = app.ml_post("/experiments/create", &team.member, json!({"name": ""})).await;
     assert_mlflow_error(res, 400, "INVALID_PARAMETER_VALUE").await;
-    ok(app.ml_post("/experiments/update", &team.member, json!({"experiment_id": id, "new_name": "e2"})).await).await;
-    ok(app.ml_post("/experiments/set-experiment-tag", &team.member, json!({"experiment_id": id, "key": "k2", "value": "v2"})).await).await;
-    let got = ok(app.ml_get(&format!("/experiments/get?experiment_id={id}"), &team.viewer).await).await;
+    ok(app
+        .ml_post(
+            "/experiments/update",
+            &team.member,
+            json!({"experiment_id": id, "new_name": "e2"}),
+        )
+        .await)
+    .await;
+    ok(app
+        .ml_post(
+            "/experiments/set-experiment-tag",
+            &team.member,
+            json!({"experiment_id": id, "key": "k2", "value": "v2"}),
+        )
+        .await)
+    .await;
+    let got =
+        ok(app.ml_get(&format!("/experiments/get?experiment_id={id}"), &team.viewer).await).await;
     assert_eq!(got["experiment"]["name"], "e2");
-    assert_eq!(got["experiment"]["tags"], json!([{"key": "k", "value": "v"}, {"key": "k2", "value": "v2"}]));
-    let found = ok(app.ml_post("/experiments/search", &team.viewer, json!({"filter": "tags.k2 = 'v2'"})).await).await;
+    assert_eq!(
+        got["experiment"]["tags"],
+        json!([{"key": "k", "value": "v"}, {"key": "k2", "value": "v2"}])
+    );
+    let found = ok(app
+        .ml_post("/experiments/search", &team.viewer, json!({"filter": "tags.k2 = 'v2'"}))
+        .await)
+    .await;
     assert_eq!(found["experiments"].as_array().unwrap().len(), 1);
-    let found = ok(app.ml_post("/experiments/search", &team.viewer, json!({"order_by": ["name ASC"]})).await).await;
-    let names: Vec<&str> = found["experiments"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let found = ok(app
+        .ml_post("/experiments/search", &team.viewer, json!({"order_by": ["name ASC"]}))
+        .await)
+    .await;
+    let names: Vec<&str> = found["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["Default", "e2"]);
-    let res = app.ml_post("/experiments/search", &team.viewer, json!({"filter": "name > 'a'"})).await;
+    let res =
+        app.ml_post("/experiments/search", &team.viewer, json!({"filter": "name > 'a'"})).await;
     assert_mlflow_error(res, 400, "INVALID_PARAMETER_VALUE").await;
 
     let run = app.ml_run(&team, &id, "in-e2").await;
@@ -402,10 +524,17 @@ async fn teams_are_isolated_and_roles_apply() {
         assert_mlflow_error(res, 404, "RESOURCE_DOES_NOT_EXIST").await;
         let res = app.ml_get(&format!("/experiments/get?experiment_id={exp}"), token).await;
         assert_mlflow_error(res, 404, "RESOURCE_DOES_NOT_EXIST").await;
-        let res = app.ml_get(&format!("/metrics/get-history?run_id={run}&metric_key=x"), token).await;
+        let res =
+            app.ml_get(&format!("/metrics/get-history?run_id={run}&metric_key=x"), token).await;
         assert_mlflow_error(res, 404, "RESOURCE_DOES_NOT_EXIST").await;
     }
-    let res = app.ml_post("/runs/log-metric", &beta.member, json!({"run_id": run, "key": "x", "value": 1, "timestamp": 1})).await;
+    let res = app
+        .ml_post(
+            "/runs/log-metric",
+            &beta.member,
+            json!({"run_id": run, "key": "x", "value": 1, "timestamp": 1}),
+        )
+        .await;
     assert_mlflow_error(res, 404, "RESOURCE_DOES_NOT_EXIST").await;
     let res = app.ml_post("/runs/create", &beta.member, json!({"experiment_id": exp})).await;
     assert_mlflow_error(res, 404, "RESOURCE_DOES_NOT_EXIST").await;
@@ -413,7 +542,13 @@ async fn teams_are_isolated_and_roles_apply() {
     assert!(found.get("runs").is_none() || found["runs"] == json!([]), "{found}");
 
     // A viewer reads, a member writes.
-    let res = app.ml_post("/runs/log-metric", &alpha.viewer, json!({"run_id": run, "key": "x", "value": 1, "timestamp": 1})).await;
+    let res = app
+        .ml_post(
+            "/runs/log-metric",
+            &alpha.viewer,
+            json!({"run_id": run, "key": "x", "value": 1, "timestamp": 1}),
+        )
+        .await;
     assert_mlflow_error(res, 403, "PERMISSION_DENIED").await;
     let res = app.ml_post("/experiments/create", &alpha.viewer, json!({"name": "v"})).await;
     assert_mlflow_error(res, 403, "PERMISSION_DENIED").await;
@@ -421,7 +556,11 @@ async fn teams_are_isolated_and_roles_apply() {
     assert_mlflow_error(res, 403, "PERMISSION_DENIED").await;
     ok(app.ml_get(&format!("/runs/get?run_id={run}"), &alpha.viewer).await).await;
     // No token, a bad token, an unknown route.
-    let res = app.request(Method::GET, &format!("{API}/runs/get?run_id={run}"), None).send().await.unwrap();
+    let res = app
+        .request(Method::GET, &format!("{API}/runs/get?run_id={run}"), None)
+        .send()
+        .await
+        .unwrap();
     assert_mlflow_error(res, 401, "UNAUTHENTICATED").await;
     let res = app.ml_get("/runs/nope", &alpha.viewer).await;
     assert_mlflow_error(res, 404, "ENDPOINT_NOT_FOUND").await;
@@ -455,17 +594,35 @@ async fn a_kiln_job_reads_as_an_mlflow_run_of_experiment_zero() {
     assert!(tags.contains(&json!({"key": "kiln.job_id", "value": job_id})), "{tags:?}");
     assert!(tags.contains(&json!({"key": "kiln.model_type", "value": "mlp"})));
     let found = ok(app
-        .ml_search(&team, json!({"experiment_ids": ["0"], "filter": format!("tags.`kiln.job_id` = '{job_id}'")}))
+        .ml_search(
+            &team,
+            json!({"experiment_ids": ["0"], "filter": format!("tags.`kiln.job_id` = '{job_id}'")}),
+        )
         .await)
     .await;
     assert_eq!(found["runs"][0]["info"]["run_id"], run_id);
     let found = ok(app.ml_search(&team, json!({"experiment_ids": ["0"], "filter": "attributes.status = 'SCHEDULED' and params.epochs = '3'"})).await).await;
     assert_eq!(found["runs"].as_array().unwrap().len(), 1);
     // A job's run ends with its job; params it has keep their values.
-    let res = app.ml_post("/runs/update", &team.member, json!({"run_id": run_id, "status": "FINISHED"})).await;
+    let res = app
+        .ml_post("/runs/update", &team.member, json!({"run_id": run_id, "status": "FINISHED"}))
+        .await;
     assert_mlflow_error(res, 400, "INVALID_STATE").await;
-    ok(app.ml_post("/runs/log-parameter", &team.member, json!({"run_id": run_id, "key": "epochs", "value": "3"})).await).await;
-    let res = app.ml_post("/runs/log-parameter", &team.member, json!({"run_id": run_id, "key": "epochs", "value": "4"})).await;
+    ok(app
+        .ml_post(
+            "/runs/log-parameter",
+            &team.member,
+            json!({"run_id": run_id, "key": "epochs", "value": "3"}),
+        )
+        .await)
+    .await;
+    let res = app
+        .ml_post(
+            "/runs/log-parameter",
+            &team.member,
+            json!({"run_id": run_id, "key": "epochs", "value": "4"}),
+        )
+        .await;
     assert_mlflow_error(res, 400, "INVALID_PARAMETER_VALUE").await;
 }
 
@@ -477,7 +634,10 @@ async fn bulk_interval_samples_and_inputs_are_stored() {
     let b = app.ml_run(&team, "0", "b").await;
     for run in [&a, &b] {
         let metrics: Vec<Value> = (0..500).map(|i| metric("loss", i as f64, i)).collect();
-        ok(app.ml_post("/runs/log-batch", &team.member, json!({"run_id": run, "metrics": metrics})).await).await;
+        ok(app
+            .ml_post("/runs/log-batch", &team.member, json!({"run_id": run, "metrics": metrics}))
+            .await)
+        .await;
     }
     let got = ok(app
         .ml_get(&format!("/metrics/get-history-bulk-interval?run_ids={a}&run_ids={b}&metric_key=loss&max_results=5"), &team.viewer)
@@ -495,7 +655,12 @@ async fn bulk_interval_samples_and_inputs_are_stored() {
     .await;
     assert_eq!(got["metrics"].as_array().unwrap().len(), 3);
     let res = app
-        .ml_get(&format!("/metrics/get-history-bulk-interval?run_ids={a}&metric_key=loss&start_step=10"), &team.viewer)
+        .ml_get(
+            &format!(
+                "/metrics/get-history-bulk-interval?run_ids={a}&metric_key=loss&start_step=10"
+            ),
+            &team.viewer,
+        )
         .await;
     assert_mlflow_error(res, 400, "INVALID_PARAMETER_VALUE").await;
 
@@ -504,13 +669,23 @@ async fn bulk_interval_samples_and_inputs_are_stored() {
                       "models": [{"model_id": "m-1"}]});
     ok(app.ml_post("/runs/log-inputs", &team.member, body.clone()).await).await;
     ok(app.ml_post("/runs/log-inputs", &team.member, body).await).await;
-    ok(app.ml_post("/runs/outputs", &team.member, json!({"run_id": a, "models": [{"model_id": "m-2", "step": 3}]})).await).await;
+    ok(app
+        .ml_post(
+            "/runs/outputs",
+            &team.member,
+            json!({"run_id": a, "models": [{"model_id": "m-2", "step": 3}]}),
+        )
+        .await)
+    .await;
     let got = ok(app.ml_get(&format!("/runs/get?run_id={a}"), &team.viewer).await).await;
     let inputs = &got["run"]["inputs"];
     assert_eq!(inputs["dataset_inputs"].as_array().unwrap().len(), 1);
     assert_eq!(inputs["dataset_inputs"][0]["dataset"]["name"], "iris");
     assert_eq!(inputs["model_inputs"], json!([{"model_id": "m-1"}]));
     assert_eq!(got["run"]["outputs"]["model_outputs"], json!([{"model_id": "m-2", "step": 3}]));
-    let found = ok(app.ml_search(&team, json!({"experiment_ids": ["0"], "filter": "datasets.context = 'train'"})).await).await;
+    let found = ok(app
+        .ml_search(&team, json!({"experiment_ids": ["0"], "filter": "datasets.context = 'train'"}))
+        .await)
+    .await;
     assert_eq!(found["runs"].as_array().unwrap().len(), 1);
 }

@@ -29,11 +29,7 @@ fn db_err(err: sqlx::Error) -> RepoError {
 
 fn unique_or_db(err: sqlx::Error, resource: &'static str, name: &str) -> RepoError {
     let unique = err.as_database_error().is_some_and(|e| e.is_unique_violation());
-    if unique {
-        RepoError::AlreadyExists { resource, name: name.to_owned() }
-    } else {
-        db_err(err)
-    }
+    if unique { RepoError::AlreadyExists { resource, name: name.to_owned() } } else { db_err(err) }
 }
 
 /// The run uuid an MLflow run id names: 32 hex digits (MLflow's form) or a dashed uuid.
@@ -84,9 +80,7 @@ impl RunInfo {
     /// The run's params as MLflow's strings (a Kiln job's numbers printed as JSON).
     pub fn param_strings(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = match &self.params {
-            Value::Object(map) => {
-                map.iter().map(|(k, v)| (k.clone(), param_string(v))).collect()
-            }
+            Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), param_string(v))).collect(),
             _ => Vec::new(),
         };
         out.sort();
@@ -606,7 +600,9 @@ impl Sql {
         }
     }
 
-    fn query_as<'q, T>(&'q self) -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>
+    fn query_as<'q, T>(
+        &'q self,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
     {
@@ -655,8 +651,9 @@ pub async fn search_experiments(
     let mut sql = Sql::default();
     let team = sql.bind(Bind::Uuid(team_id));
     let st = sql.bind(Bind::TextArr(stages.iter().map(|s| (*s).to_owned()).collect()));
-    let mut text =
-        format!("SELECT {EXP_COLS} FROM mlflow_experiments e WHERE e.team_id = {team} AND e.lifecycle_stage = ANY({st}::text[])");
+    let mut text = format!(
+        "SELECT {EXP_COLS} FROM mlflow_experiments e WHERE e.team_id = {team} AND e.lifecycle_stage = ANY({st}::text[])"
+    );
     for c in clauses {
         let expr = exp_expr(&mut sql, &c.key);
         let cond = sql.compare(&expr, c.cmp, &c.value);
@@ -1192,7 +1189,8 @@ mod tests {
     #[test]
     fn values_are_bound_never_interpolated() {
         let mut sql = Sql::default();
-        let cond = sql.compare("v.run_name", Cmp::Eq, &Operand::Text("x'; DROP TABLE runs; --".into()));
+        let cond =
+            sql.compare("v.run_name", Cmp::Eq, &Operand::Text("x'; DROP TABLE runs; --".into()));
         assert_eq!(cond, "v.run_name = $1::text");
         let cond = sql.compare("v.run_id", Cmp::NotIn, &Operand::List(vec!["a".into()]));
         assert_eq!(cond, "NOT (v.run_id = ANY($2::text[]))");
@@ -1201,7 +1199,11 @@ mod tests {
 
     #[test]
     fn a_repeated_key_keeps_its_last_value() {
-        let pairs = vec![("a".to_owned(), "1".to_owned()), ("b".into(), "2".into()), ("a".into(), "3".into())];
+        let pairs = vec![
+            ("a".to_owned(), "1".to_owned()),
+            ("b".into(), "2".into()),
+            ("a".into(), "3".into()),
+        ];
         let kept: Vec<_> = dedup_last(&pairs).into_iter().cloned().collect();
         assert_eq!(kept, vec![("b".to_owned(), "2".to_owned()), ("a".to_owned(), "3".to_owned())]);
     }
