@@ -173,6 +173,9 @@ pub struct FullRun {
     pub model_outputs: Vec<(String, i64)>,
 }
 
+/// A run's logged-model links: the models it took in, and those it put out (with a step).
+type ModelLinks = (Vec<String>, Vec<(String, i64)>);
+
 /// Loads params, tags, latest metrics and inputs of `infos`, in their order.
 pub async fn load_runs(
     db: &DatabaseConnection,
@@ -218,7 +221,7 @@ pub async fn load_runs(
     for (id, dataset, t) in rows {
         inputs.entry(id).or_default().push(DatasetInput { dataset, tags: t });
     }
-    let mut models: HashMap<Uuid, (Vec<String>, Vec<(String, i64)>)> = HashMap::new();
+    let mut models: HashMap<Uuid, ModelLinks> = HashMap::new();
     let rows: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
         "SELECT run_id, direction, model_id, step FROM mlflow_run_models WHERE run_id = ANY($1) \
          ORDER BY model_id",
@@ -741,7 +744,7 @@ pub async fn create_run(db: &DatabaseConnection, new: NewRun<'_>) -> Result<Crea
     .execute(&mut *txn)
     .await
     .map_err(db_err)?;
-    upsert_tags(&mut *txn, id, new.tags).await?;
+    upsert_tags(&mut txn, id, new.tags).await?;
     txn.commit().await.map_err(db_err)?;
     Ok(CreatedRun::Created(id))
 }
@@ -787,7 +790,7 @@ pub async fn set_tags(
             .await
             .map_err(db_err)?;
     }
-    upsert_tags(&mut *conn, run, &others).await
+    upsert_tags(&mut conn, run, &others).await
 }
 
 /// Deletes a tag; false when the run has no such tag.
