@@ -813,13 +813,13 @@ async fn create_run(
         }
     }
     let run_name = body.run_name.clone().filter(|n| !n.is_empty());
-    if let (Some(a), Some(b)) = (&run_name, &name_tag) {
-        if a != b {
-            return Err(MlflowError::invalid(format!(
-                "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with \
-                 different values (run_name='{a}', mlflow.runName='{b}')."
-            )));
-        }
+    if let (Some(a), Some(b)) = (&run_name, &name_tag)
+        && a != b
+    {
+        return Err(MlflowError::invalid(format!(
+            "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with \
+             different values (run_name='{a}', mlflow.runName='{b}')."
+        )));
     }
     let name = run_name.or(name_tag).filter(|n| !n.is_empty()).unwrap_or_else(generated_run_name);
     check_value("Run name", "run_name", &name, MAX_KEY_LENGTH)?;
@@ -1397,10 +1397,10 @@ async fn get_metric_history(
         .ok_or_else(|| missing("metric_key"))?;
     let offset = page_offset(query_one(&query, "page_token"))?;
     let max = query_i64(&query, "max_results")?;
-    if let Some(n) = max {
-        if n < 1 {
-            return Err(MlflowError::invalid(format!("max_results must be ≥ 1, got {n}")));
-        }
+    if let Some(n) = max
+        && n < 1
+    {
+        return Err(MlflowError::invalid(format!("max_results must be ≥ 1, got {n}")));
     }
     // Without max_results, every point (as MLflow's own server answers).
     let limit = max.unwrap_or(i64::MAX - 1);
