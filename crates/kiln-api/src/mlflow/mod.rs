@@ -17,6 +17,7 @@
 
 pub mod artifacts;
 pub mod registry;
+pub mod search;
 pub mod tracking;
 
 use std::future::Future;

@@ -8,6 +8,7 @@ mod isolation;
 mod jobs;
 mod lifecycle;
 mod oip;
+mod mlflow_tracking;
 mod openapi;
 mod outage;
 mod runs;
