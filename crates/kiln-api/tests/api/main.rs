@@ -7,6 +7,7 @@ mod errors;
 mod isolation;
 mod jobs;
 mod lifecycle;
+mod mlflow_registry;
 mod openapi;
 mod outage;
 mod runs;

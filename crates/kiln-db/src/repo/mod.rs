@@ -8,6 +8,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod datasets;
 pub mod deployments;
+pub mod mlflow_registry;
 pub mod models;
 pub mod runs;
 pub mod teams;
