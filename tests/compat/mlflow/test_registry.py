@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from mlflow.entities import LoggedModelStatus
@@ -23,11 +24,16 @@ def _linear() -> torch.nn.Module:
     return torch.nn.Linear(3, 2)
 
 
+def _example() -> np.ndarray:
+    # MLflow 3's default `pt2` format traces the model with an example input.
+    return np.zeros((2, 3), dtype=np.float32)
+
+
 def test_pytorch_log_model_loads_back_registers_and_aliases(client, team):
     model = _linear()
     x = torch.randn(5, 3)
     with mlflow.start_run() as run:
-        info = mlflow.pytorch.log_model(model, name="model")
+        info = mlflow.pytorch.log_model(model, name="model", input_example=_example())
     assert info.model_id.startswith("m-")
     assert info.model_uri == f"models:/{info.model_id}"
     logged = client.get_logged_model(info.model_id)
@@ -71,7 +77,7 @@ def test_pytorch_log_model_loads_back_registers_and_aliases(client, team):
 def test_register_model_from_a_runs_uri_finds_the_logged_model(client):
     model = _linear()
     with mlflow.start_run() as run:
-        mlflow.pytorch.log_model(model, name="net")
+        mlflow.pytorch.log_model(model, name="net", input_example=_example())
     name = _name("from-run")
     version = mlflow.register_model(f"runs:/{run.info.run_id}/net", name)
     assert version.version == "1"
@@ -153,7 +159,7 @@ def test_another_team_sees_none_of_it(use_team, team, other_team):
     name = _name("private")
     mine.create_registered_model(name)
     with mlflow.start_run() as run:
-        info = mlflow.pytorch.log_model(_linear(), name="model")
+        info = mlflow.pytorch.log_model(_linear(), name="model", input_example=_example())
     version = mine.create_model_version(name, info.model_uri, run_id=run.info.run_id)
     mine.set_registered_model_alias(name, "prod", version.version)
 
