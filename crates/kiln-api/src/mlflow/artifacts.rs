@@ -293,8 +293,12 @@ async fn delete(
     let team = caller.team()?;
     let base = resolve(&state, team, &path).await?;
     caller.require(Role::Member)?;
-    // The path itself (a file) and everything under it (a directory).
-    state.store.delete(&key(&base)?).await?;
+    // The path itself when it is a file (a directory is no object: some stores refuse to
+    // delete one by name), and everything under it.
+    let k = key(&base)?;
+    if state.store.head(&k).await.is_ok() {
+        state.store.delete(&k).await?;
+    }
     let prefix = format!("{base}/");
     for object in kiln_store::list_all(state.store.as_ref(), &prefix).await? {
         state.store.delete(&object.key).await?;

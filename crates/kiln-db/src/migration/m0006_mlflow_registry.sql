@@ -49,11 +49,3 @@ ALTER TABLE model_versions
     ADD CONSTRAINT model_versions_logged_model_fkey
         FOREIGN KEY (logged_model_id) REFERENCES mlflow_logged_models (id) ON DELETE SET NULL;
 CREATE INDEX mlflow_logged_models_team ON mlflow_logged_models (team_id, experiment_id, created_at DESC);
-
--- A run's outputs (`runs/outputs`): the logged models it produced, at which step.
-CREATE TABLE mlflow_run_outputs (
-    run_id   UUID NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    model_id UUID NOT NULL REFERENCES mlflow_logged_models (id) ON DELETE CASCADE,
-    step     BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (run_id, model_id)
-);

@@ -64,6 +64,15 @@ pub enum Op {
 }
 
 impl Op {
+    /// For a value that may be missing (a tag): `!=` keeps the rows without it, as MLflow's
+    /// own stores do (the client appends `tag.mlflow.prompt.is_prompt != 'true'`).
+    fn null_safe_sql(self) -> &'static str {
+        match self {
+            Op::Ne => "IS DISTINCT FROM",
+            other => other.sql(),
+        }
+    }
+
     fn sql(self) -> &'static str {
         match self {
             Op::Eq => "=",
@@ -122,7 +131,7 @@ impl Sql {
                 Clause::Tag(key, op, v) => {
                     let k = self.bind(key.clone());
                     let p = self.bind(v.clone());
-                    format!("{table}.mlflow_tags ->> {k} {} {p}", op.sql())
+                    format!("{table}.mlflow_tags ->> {k} {} {p}", op.null_safe_sql())
                 }
                 Clause::RunId(op, id) => {
                     let p = self.bind(*id);
@@ -131,7 +140,7 @@ impl Sql {
                 }
                 Clause::Source(op, v) => {
                     let p = self.bind(v.clone());
-                    format!("{table}.source {} {p}", op.sql())
+                    format!("{table}.source {} {p}", op.null_safe_sql())
                 }
                 Clause::Version(op, n) => {
                     let p = self.bind(*n);
@@ -764,7 +773,7 @@ pub async fn search_logged_models(
             Clause::Tag(k, op, v) => {
                 let k = sql.bind(k.clone());
                 let p = sql.bind(v.clone());
-                sql.text.push_str(&format!(" AND l.tags ->> {k} {} {p}", op.sql()));
+                sql.text.push_str(&format!(" AND l.tags ->> {k} {} {p}", op.null_safe_sql()));
             }
             Clause::Source(..) | Clause::Version(..) => {}
         }
@@ -773,44 +782,4 @@ pub async fn search_logged_models(
     let o = sql.bind(offset as i64);
     sql.text.push_str(&format!(" ORDER BY l.created_at DESC, l.id DESC LIMIT {l} OFFSET {o}"));
     Ok(LoggedModel::find_by_statement(sql.statement(db)).all(db).await?)
-}
-
-/// Records that run `run_id` produced logged model `model_id` at `step` (again: the new
-/// step).
-pub async fn log_output(
-    db: &impl ConnectionTrait,
-    run_id: Uuid,
-    model_id: Uuid,
-    step: i64,
-) -> Result<(), RepoError> {
-    db.execute(Statement::from_sql_and_values(
-        db.get_database_backend(),
-        "INSERT INTO mlflow_run_outputs (run_id, model_id, step) VALUES ($1, $2, $3) \
-         ON CONFLICT (run_id, model_id) DO UPDATE SET step = EXCLUDED.step",
-        [run_id.into(), model_id.into(), step.into()],
-    ))
-    .await?;
-    Ok(())
-}
-
-/// A run's outputs: `(logged model id, step)`, in the order they were logged.
-pub async fn run_outputs(
-    db: &impl ConnectionTrait,
-    run_id: Uuid,
-) -> Result<Vec<(Uuid, i64)>, RepoError> {
-    #[derive(Debug, FromQueryResult)]
-    struct Row {
-        model_id: Uuid,
-        step: i64,
-    }
-    Ok(Row::find_by_statement(Statement::from_sql_and_values(
-        db.get_database_backend(),
-        "SELECT model_id, step FROM mlflow_run_outputs WHERE run_id = $1 ORDER BY model_id",
-        [run_id.into()],
-    ))
-    .all(db)
-    .await?
-    .into_iter()
-    .map(|r| (r.model_id, r.step))
-    .collect())
 }

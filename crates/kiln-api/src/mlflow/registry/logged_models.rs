@@ -1,6 +1,6 @@
 //! MLflow 3's logged models (`mlflow.<flavor>.log_model`): create, get, finalize, search,
-//! tags, params, delete and artifact listing, plus the run side of it (`runs/outputs`,
-//! `runs/log-model`). A logged model's artifacts go through the artifact proxy under
+//! tags, params, delete and artifact listing (the run side of it, `runs/outputs` and
+//! `runs/log-model`, is the tracking module's). A logged model's artifacts go through the artifact proxy under
 //! `mlflow-artifacts:/{experiment_id}/models/m-{id}/artifacts`, in the team's prefix.
 //! Writes need `member` (logging a model is tracking), reads `viewer`.
 
@@ -29,9 +29,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/logged-models/{model_id}/tags", web::patch().to(set_tags))
         .route("/logged-models/{model_id}/tags/{key:.*}", web::delete().to(delete_tag))
         .route("/logged-models/{model_id}/params", web::post().to(log_params))
-        .route("/logged-models/{model_id}/artifacts/directories", web::get().to(list_artifacts))
-        .route("/runs/outputs", web::post().to(log_outputs))
-        .route("/runs/log-model", web::post().to(log_model));
+        .route("/logged-models/{model_id}/artifacts/directories", web::get().to(list_artifacts));
 }
 
 /// `m-` and 32 hex digits, as MLflow spells logged model ids.
@@ -334,68 +332,4 @@ async fn list_artifacts(
     }
     let files = artifacts::list_dir(&state, team, &dir).await?;
     Ok(HttpResponse::Ok().json(json!({"files": files})))
-}
-
-#[derive(Debug, Deserialize)]
-struct Output {
-    model_id: String,
-    #[serde(default)]
-    step: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct LogOutputs {
-    run_id: String,
-    #[serde(default)]
-    models: Vec<Output>,
-}
-
-async fn log_outputs(
-    state: web::Data<AppState>,
-    caller: MlCaller,
-    body: web::Json<LogOutputs>,
-) -> Reply {
-    let team = caller.team()?;
-    let run = team_run(&state, team, parse_run_id(&body.run_id)?).await?;
-    caller.require(Role::Member)?;
-    for output in &body.models {
-        let id = parse_model_id(&output.model_id)?;
-        team_logged_model(&state, team, id).await?;
-        let step = match &output.step {
-            None | Some(Value::Null) => 0,
-            Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-            Some(Value::String(s)) => s
-                .parse()
-                .map_err(|_| MlflowError::invalid(format!("step {s:?} is not an integer")))?,
-            Some(other) => {
-                return Err(MlflowError::invalid(format!("step {other} is not an integer")));
-            }
-        };
-        repo::log_output(&state.db, run.id, id, step).await?;
-    }
-    Ok(HttpResponse::Ok().json(json!({})))
-}
-
-#[derive(Debug, Deserialize)]
-struct LogModel {
-    run_id: String,
-    model_json: Option<String>,
-}
-
-/// MLflow 2's record of a logged model on its run (`runs/log-model`). MLflow 3 records the
-/// same through logged models and `runs/outputs`, which Kiln keeps; this acknowledges the
-/// call for the run's team (checking the JSON parses) without storing a second copy.
-async fn log_model(
-    state: web::Data<AppState>,
-    caller: MlCaller,
-    body: web::Json<LogModel>,
-) -> Reply {
-    let team = caller.team()?;
-    team_run(&state, team, parse_run_id(&body.run_id)?).await?;
-    caller.require(Role::Member)?;
-    if let Some(text) = &body.model_json {
-        serde_json::from_str::<Value>(text)
-            .map_err(|e| MlflowError::invalid(format!("model_json is not JSON: {e}")))?;
-    }
-    Ok(HttpResponse::Ok().json(json!({})))
 }
