@@ -113,7 +113,10 @@ pub async fn artifacts_gc(
         let page = state.store.list("teams/", continuation).await?;
         for object in page.objects {
             report.scanned += 1;
-            if referenced.contains(object.key.as_str()) {
+            // MLflow's artifacts are referenced by their paths, not by rows: never taken.
+            if referenced.contains(object.key.as_str())
+                || crate::mlflow::artifacts::is_mlflow_key(object.key.as_str())
+            {
                 report.referenced += 1;
                 continue;
             }

@@ -68,6 +68,13 @@ async fn check_servable(
     key: &str,
     sha256: &str,
 ) -> Result<(), ApiError> {
+    // A version registered through MLflow from artifacts alone has no bundle to serve.
+    if key.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            crate::mlflow::registry::no_bundle_reason(model, version),
+        ));
+    }
     state.serving.bundles().get(key, sha256).await.map(drop).map_err(|err| {
         ApiError::new(
             ErrorCode::InvalidState,

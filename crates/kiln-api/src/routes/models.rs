@@ -272,7 +272,7 @@ pub async fn set_alias(
 /// Rolls every deployment that follows the alias to its new version: this process loads and
 /// warms it before switching (other replicas within their sync period), and each rollout is
 /// audited.
-async fn roll_out(
+pub(crate) async fn roll_out(
     state: &AppState,
     caller: &Caller,
     team: Uuid,
@@ -322,6 +322,12 @@ pub async fn bundle(
     let version = models::version(&state.db, model.id, number)
         .await?
         .ok_or_else(|| ApiError::not_found("model version"))?;
+    if version.bundle_key.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            crate::mlflow::registry::no_bundle_reason(&name, number),
+        ));
+    }
     let key = kiln_store::Key::parse(version.bundle_key.clone()).map_err(ApiError::internal)?;
     let stream = state.store.get(&key, None).await?;
     Ok(HttpResponse::Ok()

@@ -9,6 +9,7 @@ mod jobs;
 mod lifecycle;
 mod oip;
 mod mlflow_tracking;
+mod mlflow_registry;
 mod openapi;
 mod outage;
 mod runs;

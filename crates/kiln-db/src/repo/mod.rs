@@ -9,6 +9,7 @@ pub mod audit;
 pub mod datasets;
 pub mod deployments;
 pub mod mlflow;
+pub mod mlflow_registry;
 pub mod models;
 pub mod runs;
 pub mod teams;
