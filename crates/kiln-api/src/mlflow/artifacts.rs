@@ -23,7 +23,6 @@
 
 // `MlflowError` (the scaffolding's error type, carrying its `ApiError` cause) is large; the
 // handlers return it as actix errors anyway, so boxing it here would only add noise.
-#![allow(clippy::result_large_err)]
 
 use actix_web::{HttpResponse, web};
 use bytes::Bytes;

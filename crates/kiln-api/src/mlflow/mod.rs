@@ -97,7 +97,7 @@ pub struct MlflowError {
     /// Seconds for a `Retry-After` header (the MLflow client retries 429 and 503).
     pub retry_after: Option<u64>,
     #[source]
-    pub cause: Option<ApiError>,
+    pub cause: Option<Box<ApiError>>,
 }
 
 /// The wire body of an [`MlflowError`].
@@ -152,7 +152,7 @@ impl From<ApiError> for MlflowError {
                 .join("; "),
             _ => err.message.clone(),
         };
-        Self { code, message, retry_after: err.retry_after, cause: Some(err) }
+        Self { code, message, retry_after: err.retry_after, cause: Some(Box::new(err)) }
     }
 }
 

@@ -14,7 +14,6 @@
 
 // `MlflowError` (the scaffolding's error type, carrying its `ApiError` cause) is large; the
 // handlers return it as actix errors anyway, so boxing it here would only add noise.
-#![allow(clippy::result_large_err)]
 
 pub(crate) mod logged_models;
 

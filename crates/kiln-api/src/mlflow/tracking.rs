@@ -9,7 +9,6 @@
 
 // MlflowError (the scaffold's, in mod.rs) carries its ApiError cause inline; every handler
 // here answers one, on a cold path.
-#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 
