@@ -55,5 +55,5 @@ native_mean=$(python3 -c "print(($n_rps + $m_rps) / 2)")
 row() { python3 -c "print(f'| $1 | {$2:.0f} | $3 | $4 | $5 | {$2 / $native_mean:.2f}× |')"; }
 row "native predict (first)" "$n_rps" "$n_p50" "$n_p99" "$n_bad"
 row "OIP infer, JSON" "$j_rps" "$j_p50" "$j_p99" "$j_bad"
-row "OIP infer, binary (tritonclient's default)" "$b_rps" "$b_p50" "$b_p99" "$b_bad"
+row "OIP infer, binary (tritonclient default)" "$b_rps" "$b_p50" "$b_p99" "$b_bad"
 row "native predict (last)" "$m_rps" "$m_p50" "$m_p99" "$m_bad"
