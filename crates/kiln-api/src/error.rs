@@ -105,6 +105,19 @@ impl ApiError {
         }
     }
 
+    /// The message as one line, for surfaces whose error body has no `details` (MLflow,
+    /// OIP): a validation error's fields joined (`path: message; ...`), else the message.
+    pub fn one_line(&self) -> String {
+        match self.details.get("fields").and_then(|f| f.as_object()) {
+            Some(fields) if !fields.is_empty() => fields
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => self.message.clone(),
+        }
+    }
+
     fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorDetail {
@@ -262,6 +275,18 @@ pub mod extractors {
         // A malformed id names nothing: answer exactly like a missing resource.
         ApiError::new(ErrorCode::NotFound, format!("no resource at {}", req.path())).into()
     }
+}
+
+/// `err` and every error below it, joined by `: `, for the server's log.
+pub fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
 }
 
 /// The default service: unknown routes.

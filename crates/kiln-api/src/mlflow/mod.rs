@@ -144,14 +144,7 @@ impl From<ApiError> for MlflowError {
             ErrorCode::InsufficientStorage | ErrorCode::Internal => MlflowCode::InternalError,
         };
         // A validation error's field list is in its details; MLflow has one message.
-        let message = match err.details.get("fields").and_then(|f| f.as_object()) {
-            Some(fields) if !fields.is_empty() => fields
-                .iter()
-                .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join("; "),
-            _ => err.message.clone(),
-        };
+        let message = err.one_line();
         Self { code, message, retry_after: err.retry_after, cause: Some(Box::new(err)) }
     }
 }
@@ -181,16 +174,7 @@ impl ResponseError for MlflowError {
 
     fn error_response(&self) -> HttpResponse {
         if self.status_code().is_server_error() {
-            let cause = self.cause.as_ref().map(|c| {
-                let mut chain = c.to_string();
-                let mut source = std::error::Error::source(c);
-                while let Some(s) = source {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    source = s.source();
-                }
-                chain
-            });
+            let cause = self.cause.as_deref().map(|c| crate::error::cause_chain(c));
             tracing::error!(
                 code = self.code.as_str(),
                 cause = cause.as_deref(),

@@ -60,14 +60,7 @@ impl From<ApiError> for OipError {
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
         // A validation error's field list is in its details; OIP has one message.
-        let message = match err.details.get("fields").and_then(|f| f.as_object()) {
-            Some(fields) if !fields.is_empty() => fields
-                .iter()
-                .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join("; "),
-            _ => err.message.clone(),
-        };
+        let message = err.one_line();
         Self { status, message, retry_after: err.retry_after, cause: Some(Box::new(err)) }
     }
 }
@@ -79,16 +72,7 @@ impl ResponseError for OipError {
 
     fn error_response(&self) -> HttpResponse {
         if self.status.is_server_error() {
-            let cause = self.cause.as_ref().map(|c| {
-                let mut chain = c.to_string();
-                let mut source = std::error::Error::source(c.as_ref());
-                while let Some(s) = source {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    source = s.source();
-                }
-                chain
-            });
+            let cause = self.cause.as_deref().map(|c| crate::error::cause_chain(c));
             tracing::error!(
                 status = self.status.as_u16(),
                 cause = cause.as_deref(),
