@@ -1,0 +1,3 @@
+-- Progressive rollouts of deployments (issue 21).
+-- Placeholder: filled by the work that owns it.
+SELECT 1;
