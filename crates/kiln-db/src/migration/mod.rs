@@ -36,22 +36,6 @@ impl MigratorTrait for Migrator {
                 name: "m0006_mlflow_registry",
                 sql: include_str!("m0006_mlflow_registry.sql"),
             }),
-            Box::new(SqlMigration {
-                name: "m0007_batch_jobs",
-                sql: include_str!("m0007_batch_jobs.sql"),
-            }),
-            Box::new(SqlMigration {
-                name: "m0008_studies",
-                sql: include_str!("m0008_studies.sql"),
-            }),
-            Box::new(SqlMigration {
-                name: "m0009_ui",
-                sql: include_str!("m0009_ui.sql"),
-            }),
-            Box::new(SqlMigration {
-                name: "m0010_rollouts",
-                sql: include_str!("m0010_rollouts.sql"),
-            }),
         ]
     }
 }
