@@ -100,3 +100,112 @@ def test_another_team_reaches_none_of_a_runs_artifacts(use_team, team, other_tea
     # And the owner still reads it.
     use_team(team, "viewer")
     assert json.loads(mlflow.artifacts.load_text(uri)) == {"secret": True}
+
+
+def _multipart(monkeypatch, chunk: int) -> None:
+    """The client's proxied multipart upload, for files of any size, in parts of ``chunk``."""
+    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "true")
+    monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", "1")
+    monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", str(chunk))
+
+
+def test_multipart_upload_reassembles_the_parts_in_order(client, team, tmp_path, monkeypatch):
+    _multipart(monkeypatch, 1024 * 1024)
+    data = os.urandom(4 * 1024 * 1024 + 4321)  # five parts, the last one short
+    src = tmp_path / "model.bin"
+    src.write_bytes(data)
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(src), artifact_path="big")
+    out = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="big/model.bin", dst_path=str(tmp_path / "dl")
+    )
+    with open(out, "rb") as f:
+        assert f.read() == data
+    listed = client.list_artifacts(run.info.run_id, "big")
+    assert [(a.path, a.file_size) for a in listed] == [("big/model.bin", len(data))]
+    # Nothing of the upload is left beside the artifact: the run lists only what it logged.
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["big"]
+
+
+def test_multipart_parts_need_the_uploads_secret_and_bad_completes_are_refused(client, team, tmp_path):
+    import httpx
+
+    http = httpx.Client(
+        base_url=team.url, headers={"Authorization": f"Bearer {team.tokens['member']}"}, timeout=30
+    )
+    with mlflow.start_run() as run:
+        pass
+    prefix = f"/api/2.0/mlflow-artifacts/mpu/{{}}/{run.info.experiment_id}/{run.info.run_id}/artifacts/x.bin"
+    created = http.post(prefix.format("create"), json={"path": "/tmp/x.bin", "num_parts": 2})
+    assert created.status_code == 200, created.text
+    body = created.json()
+    upload_id, credentials = body["upload_id"], body["credentials"]
+    assert [c["part_number"] for c in credentials] == [1, 2]
+    # The part URL alone (what an access log shows) grants nothing; the tracking token does
+    # not replace the upload's secret either.
+    bare = httpx.put(credentials[0]["url"], content=b"a" * 10)
+    assert bare.status_code == 401 and bare.json()["error_code"] == "UNAUTHENTICATED"
+    wrong = httpx.put(credentials[0]["url"], content=b"a", headers={"X-Kiln-Upload-Secret": "0" * 64})
+    assert wrong.status_code == 403 and wrong.json()["error_code"] == "PERMISSION_DENIED"
+    beyond = httpx.put(credentials[0]["url"][:-1] + "3", content=b"a", headers=credentials[0]["headers"])
+    assert beyond.status_code == 400 and beyond.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    first = httpx.put(credentials[0]["url"], content=b"first ", headers=credentials[0]["headers"])
+    assert first.status_code == 200 and first.headers["ETag"]
+    # Completing before every part is there names the missing part, and keeps the upload.
+    early = http.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": [
+        {"part_number": 1, "etag": first.headers["ETag"]}, {"part_number": 2, "etag": "x"}]})
+    assert early.status_code == 400 and "[2]" in early.json()["message"], early.text
+    second = httpx.put(credentials[1]["url"], content=b"second", headers=credentials[1]["headers"])
+    assert second.status_code == 200
+    # A part uploaded again replaces the first attempt; the earlier ETag is refused.
+    again = httpx.put(credentials[0]["url"], content=b"FIRST ", headers=credentials[0]["headers"])
+    stale = http.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": [
+        {"part_number": 1, "etag": first.headers["ETag"]}, {"part_number": 2, "etag": second.headers["ETag"]}]})
+    assert stale.status_code == 400 and "ETag" in stale.json()["message"], stale.text
+    # Another path's complete is refused; a viewer cannot complete.
+    other_path = prefix.replace("x.bin", "y.bin")
+    assert http.post(other_path.format("complete"), json={"upload_id": upload_id, "parts": []}).status_code == 400
+    viewer = httpx.Client(base_url=team.url, headers={"Authorization": f"Bearer {team.tokens['viewer']}"})
+    assert viewer.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": []}).status_code == 403
+    done = http.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": [
+        {"part_number": 1, "etag": again.headers["ETag"]}, {"part_number": 2, "etag": second.headers["ETag"]}]})
+    assert done.status_code == 200, done.text
+    got = http.get(f"/api/2.0/mlflow-artifacts/artifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/x.bin")
+    assert got.content == b"FIRST second"
+    # The upload is gone once complete: its parts' URLs and a second complete find nothing.
+    late = httpx.put(credentials[1]["url"], content=b"late", headers=credentials[1]["headers"])
+    assert late.status_code == 404 and late.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_multipart_abort_deletes_the_upload(client, team, tmp_path):
+    import httpx
+
+    http = httpx.Client(
+        base_url=team.url, headers={"Authorization": f"Bearer {team.tokens['member']}"}, timeout=30
+    )
+    with mlflow.start_run() as run:
+        pass
+    prefix = f"/api/2.0/mlflow-artifacts/mpu/{{}}/{run.info.experiment_id}/{run.info.run_id}/artifacts/z.bin"
+    body = http.post(prefix.format("create"), json={"num_parts": 1}).json()
+    cred = body["credentials"][0]
+    assert httpx.put(cred["url"], content=b"zzz", headers=cred["headers"]).status_code == 200
+    assert http.post(prefix.format("abort"), json={"upload_id": body["upload_id"]}).status_code == 200
+    assert httpx.put(cred["url"], content=b"zzz", headers=cred["headers"]).status_code == 404
+    # Nothing was written at the artifact's path.
+    assert http.get(f"/api/2.0/mlflow-artifacts/artifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/z.bin").status_code == 404
+    bad = http.post(prefix.format("create"), json={"num_parts": 0})
+    assert bad.status_code == 400 and "num_parts" in bad.json()["message"]
+
+
+def test_another_team_cannot_create_an_upload_on_a_run(use_team, team, other_team):
+    import httpx
+
+    use_team(team)
+    with mlflow.start_run() as run:
+        pass
+    intruder = httpx.Client(base_url=team.url, headers={"Authorization": f"Bearer {other_team.tokens['member']}"})
+    answer = intruder.post(
+        f"/api/2.0/mlflow-artifacts/mpu/create/{run.info.experiment_id}/{run.info.run_id}/artifacts/a.bin",
+        json={"num_parts": 1},
+    )
+    assert answer.status_code == 404 and answer.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"

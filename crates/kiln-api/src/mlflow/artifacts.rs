@@ -17,9 +17,10 @@
 //! a backslash, NUL or other control characters are refused. Reads need `viewer`, uploads
 //! and deletes `member`.
 //!
-//! Multipart uploads (`mpu/*`) and presigned downloads (`presigned/*`) are not offered: the
-//! 3.18 client uses them only when the server's `server-info` advertises them, which Kiln
-//! does not, and it falls back to the proxied routes on their JSON 404.
+//! Multipart uploads (`mpu/create|complete|abort`, which the client uses for large files
+//! when `MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=true`) are in [`super::multipart`]. Presigned
+//! downloads (`presigned/*`) are not offered: the client asks for them only when the
+//! server's `server-info` advertises them, which Kiln does not.
 
 // `MlflowError` (the scaffolding's error type, carrying its `ApiError` cause) is large; the
 // handlers return it as actix errors anyway, so boxing it here would only add noise.
@@ -43,7 +44,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/artifacts", web::get().to(list))
         .route("/artifacts/{path:.+}", web::get().to(download))
         .route("/artifacts/{path:.+}", web::put().to(upload))
-        .route("/artifacts/{path:.+}", web::delete().to(delete));
+        .route("/artifacts/{path:.+}", web::delete().to(delete))
+        .configure(super::multipart::configure);
 }
 
 /// True for the keys this proxy writes (`teams/{team}/mlflow/...`): the artifacts garbage
@@ -82,7 +84,11 @@ fn check_path(path: &str) -> Result<(), MlflowError> {
 /// The store key of an artifact path (`{exp}/{run}/artifacts/...` or
 /// `{exp}/models/m-{id}/artifacts/...`), after checking that the run or logged model is the
 /// team's.
-async fn resolve(state: &AppState, team: Uuid, path: &str) -> Result<String, MlflowError> {
+pub(super) async fn resolve(
+    state: &AppState,
+    team: Uuid,
+    path: &str,
+) -> Result<String, MlflowError> {
     let path = path.strip_suffix('/').unwrap_or(path);
     if path.is_empty() {
         return Err(MlflowError::invalid(
@@ -124,7 +130,7 @@ async fn resolve(state: &AppState, team: Uuid, path: &str) -> Result<String, Mlf
     Ok(key)
 }
 
-fn key(s: &str) -> Result<Key, MlflowError> {
+pub(super) fn key(s: &str) -> Result<Key, MlflowError> {
     Key::parse(s.to_owned())
         .map_err(|e| MlflowError::invalid(format!("artifact path refused: {e}")))
 }
@@ -239,7 +245,7 @@ async fn upload(
     state: web::Data<AppState>,
     caller: MlCaller,
     path: web::Path<String>,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<HttpResponse, MlflowError> {
     let team = caller.team()?;
     let base = resolve(&state, team, &path).await?;
@@ -250,10 +256,21 @@ async fn upload(
     let k = key(&base)?;
     // MLflow replaces an artifact logged again at the same path.
     state.store.delete(&k).await?;
-    let limit = state.limits.upload_bytes;
+    stream_into_store(&state, k, payload, state.limits.upload_bytes).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// Streams a request body into the store at `k` (create-only: the caller deletes an old
+/// object first) and answers its size. The body is forwarded chunk by chunk into the
+/// store's reader; a body that breaks off or grows past `limit` fails the reader, so nothing
+/// partial is stored.
+pub(super) async fn stream_into_store(
+    state: &AppState,
+    k: Key,
+    mut payload: web::Payload,
+    limit: u64,
+) -> Result<u64, MlflowError> {
     let (mut tx, rx) = futures::channel::mpsc::channel::<kiln_store::Result<Bytes>>(4);
-    // The body is forwarded chunk by chunk into the store's reader; a body that breaks off
-    // or grows past the limit fails the reader, so nothing partial is stored.
     let pump = async move {
         let mut size: u64 = 0;
         while let Some(chunk) = payload.next().await {
@@ -267,7 +284,9 @@ async fn upload(
             };
             size += chunk.len() as u64;
             if size > limit {
-                let why = format!("the artifact is larger than the limit of {limit} bytes");
+                let why = format!(
+                    "the upload is larger than the limit of {limit} bytes (KILN_MAX_UPLOAD_BYTES)"
+                );
                 let _ = tx.send(Err(StoreError::new(ErrorKind::Source, why.clone()))).await;
                 return Err(MlflowError::invalid(why));
             }
@@ -283,9 +302,9 @@ async fn upload(
     let store = state.store.clone();
     let put = async move { store.put_at(&k, &mut reader).await };
     let (pumped, stored) = futures::future::join(pump, put).await;
-    pumped?;
+    let streamed = pumped?;
     stored?;
-    Ok(HttpResponse::Ok().json(json!({})))
+    Ok(streamed)
 }
 
 async fn delete(

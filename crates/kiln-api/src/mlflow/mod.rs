@@ -16,6 +16,7 @@
 //! registry; [`artifacts`] the `mlflow-artifacts:` proxy into Kiln's artifact store.
 
 pub mod artifacts;
+pub mod multipart;
 pub mod registry;
 pub mod search;
 pub mod tracking;
