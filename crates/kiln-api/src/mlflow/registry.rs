@@ -19,6 +19,7 @@ pub(crate) mod logged_models;
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
+use kiln_db::repo::mlflow::Cmp;
 use kiln_db::repo::mlflow_registry::{
     self as repo, Clause, MlVersion, Op, RegisteredModel, SortKey,
 };
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::search::{self, RawClause, Value as Written};
 use super::{MlCaller, MlflowCode, MlflowError};
 use crate::state::AppState;
 
@@ -246,53 +248,6 @@ async fn one_version(state: &AppState, v: &MlVersion) -> Result<Value, MlflowErr
 // ---------------------------------------------------------------------------------------
 // Search filters, order and pages.
 
-/// Splits `a = 'x' AND b LIKE 'y'` into clauses, respecting quotes.
-fn split_and(filter: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut quote: Option<char> = None;
-    let chars: Vec<char> = filter.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if let Some(q) = quote {
-            if c == q {
-                quote = None;
-            }
-            current.push(c);
-            i += 1;
-            continue;
-        }
-        if c == '\'' || c == '"' {
-            quote = Some(c);
-            current.push(c);
-            i += 1;
-            continue;
-        }
-        let rest: String = chars[i..].iter().take(5).collect();
-        let before_ws = i == 0 || chars[i - 1].is_whitespace();
-        if before_ws && rest.len() == 5 && rest[..4].eq_ignore_ascii_case("and ") {
-            parts.push(std::mem::take(&mut current));
-            i += 4;
-            continue;
-        }
-        current.push(c);
-        i += 1;
-    }
-    parts.push(current);
-    parts.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()
-}
-
-fn unquote(v: &str) -> Option<String> {
-    let v = v.trim();
-    for q in ['\'', '"', '`'] {
-        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
-            return Some(v[1..v.len() - 1].to_owned());
-        }
-    }
-    None
-}
-
 /// What a search may filter on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -301,9 +256,10 @@ pub(crate) enum Target {
     LoggedModels,
 }
 
-/// Parses an MLflow search filter: clauses joined by AND, each `name`, `tags.<key>`
-/// (versions also `run_id`, `source_path`, `version_number`; logged models `source_run_id`)
-/// compared with `=`, `!=`, `LIKE` or `ILIKE` to a quoted string.
+/// Parses an MLflow search filter with the shared grammar ([`search::parse_clauses`]):
+/// clauses joined by AND, each `name`, `tags.<key>` (versions also `run_id`, `source_path`,
+/// `version_number`; logged models `source_run_id`) compared with `=`, `!=`, `LIKE` or
+/// `ILIKE` to a quoted string (`version_number` to a number).
 pub(crate) fn parse_filter(
     filter: Option<&str>,
     target: Target,
@@ -311,58 +267,75 @@ pub(crate) fn parse_filter(
     let Some(filter) = filter.map(str::trim).filter(|f| !f.is_empty()) else {
         return Ok(Vec::new());
     };
-    let mut clauses = Vec::new();
-    for part in split_and(filter) {
-        let bad = || {
-            MlflowError::invalid(format!(
-                "unsupported search filter clause {part:?}: use `name`, `tags.<key>`{} with =, !=, LIKE or ILIKE and a quoted value, joined by AND",
-                match target {
-                    Target::Models => "",
-                    Target::Versions => ", `run_id`, `source_path`, `version_number`",
-                    Target::LoggedModels => ", `source_run_id`",
-                }
-            ))
+    let keys = match target {
+        Target::Models => "`name` or `tags.<key>`",
+        Target::Versions => "`name`, `tags.<key>`, `run_id`, `source_path` or `version_number`",
+        Target::LoggedModels => "`name`, `tags.<key>` or `source_run_id`",
+    };
+    let bad = |e: String| MlflowError::invalid(format!("invalid filter `{filter}`: {e}"));
+    let raw = search::parse_clauses(filter).map_err(bad)?;
+    let mut clauses = Vec::with_capacity(raw.len());
+    for RawClause { ident, cmp, value } in raw {
+        let shown = match &ident.entity {
+            Some(entity) => format!("{entity}.{}", ident.key),
+            None => ident.key.clone(),
         };
-        let (ident, rest) = match part.find(|c: char| c.is_whitespace() || c == '=' || c == '!') {
-            Some(i) => (part[..i].trim(), part[i..].trim_start()),
-            None => return Err(bad()),
-        };
-        let upper = rest.to_ascii_uppercase();
-        let (op, value) = if let Some(v) = rest.strip_prefix("!=") {
-            (Op::Ne, v)
-        } else if let Some(v) = rest.strip_prefix('=') {
-            (Op::Eq, v)
-        } else if upper.starts_with("ILIKE") {
-            (Op::ILike, &rest[5..])
-        } else if upper.starts_with("LIKE") {
-            (Op::Like, &rest[4..])
-        } else {
-            return Err(bad());
-        };
-        let ident_lower = ident.to_ascii_lowercase();
-        let clause = if ident_lower == "name" {
-            Clause::Name(op, unquote(value).ok_or_else(bad)?)
-        } else if let Some(key) = ident.strip_prefix("tags.").or_else(|| ident.strip_prefix("tag."))
-        {
-            let key = unquote(key).unwrap_or_else(|| key.to_owned());
-            Clause::Tag(key, op, unquote(value).ok_or_else(bad)?)
-        } else if (target == Target::Versions && ident_lower == "run_id")
-            || (target == Target::LoggedModels && ident_lower == "source_run_id")
-        {
-            if !matches!(op, Op::Eq | Op::Ne) {
-                return Err(bad());
+        let op = match cmp {
+            Cmp::Eq => Op::Eq,
+            Cmp::Ne => Op::Ne,
+            Cmp::Like => Op::Like,
+            Cmp::ILike => Op::ILike,
+            other => {
+                return Err(bad(format!(
+                    "`{shown}` takes =, !=, LIKE or ILIKE, not {}",
+                    search::cmp_name(other)
+                )));
             }
-            Clause::RunId(op, parse_run_id(&unquote(value).ok_or_else(bad)?)?)
-        } else if target == Target::Versions && ident_lower == "source_path" {
-            Clause::Source(op, unquote(value).ok_or_else(bad)?)
-        } else if target == Target::Versions && ident_lower == "version_number" {
-            if !matches!(op, Op::Eq | Op::Ne) {
-                return Err(bad());
+        };
+        let string = |value: Written| match value {
+            Written::Str(s) => Ok(s),
+            Written::Num(_, raw) => {
+                Err(bad(format!("`{shown}` compares with a quoted string: write '{raw}'")))
             }
-            let v = unquote(value).unwrap_or_else(|| value.trim().to_owned());
-            Clause::Version(op, parse_version(&v)?)
-        } else {
-            return Err(bad());
+            _ => Err(bad(format!("`{shown}` compares with a quoted string"))),
+        };
+        let exact = || {
+            if matches!(op, Op::Eq | Op::Ne) {
+                Ok(())
+            } else {
+                Err(bad(format!("`{shown}` takes = or !=")))
+            }
+        };
+        let entity = ident.entity.as_deref();
+        let key = ident.key.to_ascii_lowercase();
+        let clause = match (entity, key.as_str()) {
+            (Some("tag" | "tags"), _) => Clause::Tag(ident.key, op, string(value)?),
+            (None | Some("attribute" | "attributes"), "name") => Clause::Name(op, string(value)?),
+            (None, "run_id") if target == Target::Versions => {
+                exact()?;
+                Clause::RunId(op, parse_run_id(&string(value)?)?)
+            }
+            (None, "source_run_id") if target == Target::LoggedModels => {
+                exact()?;
+                Clause::RunId(op, parse_run_id(&string(value)?)?)
+            }
+            (None, "source_path") if target == Target::Versions => {
+                Clause::Source(op, string(value)?)
+            }
+            (None, "version_number") if target == Target::Versions => {
+                exact()?;
+                let v = match value {
+                    Written::Str(s) => s,
+                    Written::Num(_, raw) => raw,
+                    _ => return Err(bad("`version_number` compares with a number".into())),
+                };
+                Clause::Version(op, parse_version(&v)?)
+            }
+            _ => {
+                return Err(bad(format!(
+                    "`{shown}` is not a key this search filters on: use {keys}"
+                )));
+            }
         };
         clauses.push(clause);
     }
@@ -371,32 +344,22 @@ pub(crate) fn parse_filter(
 
 fn parse_order(order_by: &[String], target: Target) -> Result<Vec<(SortKey, bool)>, MlflowError> {
     let mut keys = Vec::new();
-    for o in order_by {
-        let mut words = o.split_whitespace();
-        let Some(field) = words.next() else { continue };
-        let asc = match words.next().map(|w| w.to_ascii_uppercase()) {
-            None => true,
-            Some(w) if w == "ASC" => true,
-            Some(w) if w == "DESC" => false,
-            Some(_) => {
-                return Err(MlflowError::invalid(format!(
-                    "order_by {o:?}: use `<field> ASC|DESC`"
-                )));
-            }
-        };
-        let key = match field {
-            "name" => SortKey::Name,
-            "timestamp" | "creation_timestamp" => SortKey::Created,
-            "last_updated_timestamp" => SortKey::Updated,
-            "version_number" if target == Target::Versions => SortKey::Version,
+    for term in order_by.iter().filter(|t| !t.trim().is_empty()) {
+        let (ident, ascending) = search::order_term(term)
+            .map_err(|e| MlflowError::invalid(format!("invalid order_by `{term}`: {e}")))?;
+        let key = match (ident.entity.as_deref(), ident.key.as_str()) {
+            (None, "name") => SortKey::Name,
+            (None, "timestamp" | "creation_timestamp") => SortKey::Created,
+            (None, "last_updated_timestamp") => SortKey::Updated,
+            (None, "version_number") if target == Target::Versions => SortKey::Version,
             _ => {
                 return Err(MlflowError::invalid(format!(
-                    "order_by field {field:?} is not supported: use name, creation_timestamp, last_updated_timestamp{}",
+                    "order_by field `{term}` is not supported: use name, creation_timestamp, last_updated_timestamp{}",
                     if target == Target::Versions { " or version_number" } else { "" }
                 )));
             }
         };
-        keys.push((key, asc));
+        keys.push((key, ascending));
     }
     Ok(keys)
 }
@@ -1168,4 +1131,54 @@ async fn transition_stage(caller: MlCaller) -> Reply {
     Err(MlflowError::invalid(
         "model version stages are not supported by Kiln (MLflow deprecated them): use aliases, e.g. set_registered_model_alias(name, \"production\", version)",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_filters_use_the_shared_grammar() {
+        let clauses = parse_filter(
+            Some("name LIKE '%iris%' AND tag.mlflow.prompt.is_prompt != 'true' and version_number = 3"),
+            Target::Versions,
+        )
+        .unwrap();
+        assert_eq!(
+            clauses,
+            vec![
+                Clause::Name(Op::Like, "%iris%".into()),
+                Clause::Tag("mlflow.prompt.is_prompt".into(), Op::Ne, "true".into()),
+                Clause::Version(Op::Eq, 3),
+            ]
+        );
+        let quoted = parse_filter(Some("tags.`my key` = \"a b\""), Target::Models).unwrap();
+        assert_eq!(quoted, vec![Clause::Tag("my key".into(), Op::Eq, "a b".into())]);
+        assert!(parse_filter(Some("  "), Target::Models).unwrap().is_empty());
+    }
+
+    #[test]
+    fn registry_filters_name_what_is_wrong() {
+        let message = |f: &str, t: Target| parse_filter(Some(f), t).unwrap_err().message;
+        assert!(message("run_id = 'x'", Target::Models).contains("`name` or `tags.<key>`"));
+        assert!(message("name > 'a'", Target::Models).contains("not >"));
+        assert!(message("name = 3", Target::Models).contains("write '3'"));
+        assert!(message("version_number LIKE '3'", Target::Versions).contains("= or !="));
+        assert!(
+            message("name = 'a' OR name = 'b'", Target::Models).contains("OR is not supported")
+        );
+        assert!(parse_filter(Some("name = 'a'"), Target::Models).is_ok());
+    }
+
+    #[test]
+    fn registry_order_terms() {
+        let order = parse_order(
+            &["name DESC".into(), "version_number".into(), " ".into()],
+            Target::Versions,
+        )
+        .unwrap();
+        assert_eq!(order, vec![(SortKey::Name, false), (SortKey::Version, true)]);
+        assert!(parse_order(&["version_number".into()], Target::Models).is_err());
+        assert!(parse_order(&["name SIDEWAYS".into()], Target::Models).is_err());
+    }
 }

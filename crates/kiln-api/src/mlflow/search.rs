@@ -16,24 +16,26 @@ use kiln_db::repo::mlflow::{
 
 /// An identifier as written: its entity (None: bare) and key.
 #[derive(Debug, Clone, PartialEq)]
-struct Ident {
-    entity: Option<String>,
-    key: String,
+pub(crate) struct Ident {
+    pub entity: Option<String>,
+    pub key: String,
 }
 
+/// A clause's value as written.
 #[derive(Debug, Clone, PartialEq)]
-enum Value {
+pub(crate) enum Value {
     Str(String),
     Num(f64, String),
     List(Vec<String>),
     Nothing,
 }
 
+/// One `key op value` clause as written, before it is checked against what a search allows.
 #[derive(Debug, Clone, PartialEq)]
-struct RawClause {
-    ident: Ident,
-    cmp: Cmp,
-    value: Value,
+pub(crate) struct RawClause {
+    pub ident: Ident,
+    pub cmp: Cmp,
+    pub value: Value,
 }
 
 struct Lexer<'a> {
@@ -239,7 +241,9 @@ impl<'a> Lexer<'a> {
     }
 }
 
-fn parse_clauses(filter: &str) -> Result<Vec<RawClause>, String> {
+/// Lexes a filter into its clauses (joined by AND), the grammar every MLflow search shares:
+/// runs, experiments, registered models, model versions and logged models.
+pub(crate) fn parse_clauses(filter: &str) -> Result<Vec<RawClause>, String> {
     let mut lx = Lexer::new(filter);
     let mut out = Vec::new();
     if lx.at_end() {
@@ -273,7 +277,7 @@ fn is_numeric_cmp(c: Cmp) -> bool {
     matches!(c, Cmp::Eq | Cmp::Ne | Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge)
 }
 
-fn cmp_name(c: Cmp) -> &'static str {
+pub(crate) fn cmp_name(c: Cmp) -> &'static str {
     match c {
         Cmp::Eq => "=",
         Cmp::Ne => "!=",
@@ -427,7 +431,7 @@ fn run_clause(c: RawClause) -> Result<RunClause, String> {
 }
 
 /// Splits an order_by term into its identifier and direction.
-fn order_term(term: &str) -> Result<(Ident, bool), String> {
+pub(crate) fn order_term(term: &str) -> Result<(Ident, bool), String> {
     let mut lx = Lexer::new(term);
     let ident = lx.ident()?;
     let ascending = if lx.at_end() || lx.keyword("ASC") {

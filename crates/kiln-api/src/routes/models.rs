@@ -225,6 +225,7 @@ pub async fn versions(
 #[utoipa::path(put, path = "/v1/models/{name}/aliases/{alias}", operation_id = "set_alias", tag = "models", request_body = SetAlias,
     params(("name" = String, Path), ("alias" = String, Path)),
     responses((status = 200, body = Alias), (status = 404, body = kiln_types::api::ErrorBody),
+              (status = 409, description = "`invalid_state`: deployments follow the alias and the version has no Kiln bundle to serve (`details.deployments`)", body = kiln_types::api::ErrorBody),
               (status = 422, body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn set_alias(
@@ -247,6 +248,23 @@ pub async fn set_alias(
             format!("model `{name}` has no version {}", body.version),
         )])
     })?;
+    // A version registered through MLflow from artifacts alone cannot be served: refuse to
+    // point an alias that deployments follow at it (they would lose their model).
+    if version.bundle_key.is_empty() {
+        let followers =
+            kiln_db::repo::mlflow_registry::alias_followers(&state.db, model.id, &alias).await?;
+        if !followers.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "deployments ({}) follow alias `{alias}`, and {}; point the alias at a servable version",
+                    followers.join(", "),
+                    crate::mlflow::registry::no_bundle_reason(&name, version.version)
+                ),
+            )
+            .with_details(json!({"deployments": followers})));
+        }
+    }
     let previous =
         models::set_alias(&state.db, model.id, &alias, version.id, Some(caller.token_id())).await?;
     let previous_version = match previous {

@@ -818,6 +818,21 @@ async fn a_job_runs_version_is_served_and_an_artifacts_only_version_is_refused_w
         .await;
     let message = ml_error(moved, 400, "INVALID_STATE").await;
     assert!(message.contains("iris-prod") && message.contains("no Kiln bundle"), "{message}");
+    // The native alias route refuses it the same way, and the deployment keeps serving v2.
+    let native = app.put("/v1/models/iris/aliases/production", t, json!({"version": 1})).await;
+    assert_eq!(native.status(), 409);
+    let body: Value = native.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_state", "{body}");
+    assert_eq!(body["error"]["details"]["deployments"], json!(["iris-prod"]), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("no Kiln bundle"), "{body}");
+    let alias = app.get("/v1/models/iris", t).await.json::<Value>().await.unwrap();
+    assert_eq!(alias["aliases"]["production"], 2, "{alias}");
+    let predicted =
+        app.post("/v1/deployments/iris-prod/predict", t, json!({"instances": &rows[..3]})).await;
+    assert_eq!(predicted.headers()["x-kiln-model-version"], "2");
+    // An alias no deployment follows may point at it (registering is not serving).
+    let staging = app.put("/v1/models/iris/aliases/staging", t, json!({"version": 1})).await;
+    assert_eq!(staging.status(), 200, "{}", staging.text().await.unwrap());
     let delete = app
         .ml(
             Method::DELETE,
