@@ -68,18 +68,51 @@ pids+=($!)
 mlflow_url="http://127.0.0.1:$mlflow_port"
 kiln_wait_http "$mlflow_url/health" 180 || { tail -n 20 "$tmp/mlflow.log"; exit 1; }
 
+# CPU seconds of a server: every process of its process group (setsid made it a leader)
+# plus the PostgreSQL backends connected to its database, as one JSON object {pid: seconds}
+# (a difference of two snapshots is what the server side spent between them, whatever the
+# client processes on the same cores cost).
+server_cpu() {  # PGID DATABASE
+  local pg_pids
+  pg_pids=$(psql "$KILN_TEST_DATABASE_URL" -XAtc "select pid from pg_stat_activity where datname = '$2'" | tr '\n' ' ')
+  python3 - "$1" $pg_pids <<'PY'
+import json, os, sys
+tick = os.sysconf("SC_CLK_TCK")
+group, backends = int(sys.argv[1]), {int(p) for p in sys.argv[2:]}
+out = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    if int(fields[2]) == group or int(pid) in backends:  # fields[2] is the process group
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+print(json.dumps(out))
+PY
+}
+
 load=$(cut -d' ' -f1 /proc/loadavg)
 kiln_log "kiln ($profile kiln-api): $procs processes × $kiln_calls log_batch calls of 1,000 points (load average $load)"
+kiln_before=$(server_cpu "${pids[0]}" "$kiln_db")
 kiln_result=$("$KILN_MLFLOW_PYTHON" -W ignore scripts/bench-mlflow.py "$kiln_url" "$token" "$procs" "$kiln_calls" | tail -n 1)
+kiln_after=$(server_cpu "${pids[0]}" "$kiln_db")
 kiln_log "mlflow server: $procs processes × $mlflow_calls log_batch calls of 1,000 points"
+mlflow_before=$(server_cpu "${pids[1]}" "$mlflow_db")
 mlflow_result=$("$KILN_MLFLOW_PYTHON" -W ignore scripts/bench-mlflow.py "$mlflow_url" - "$procs" "$mlflow_calls" | tail -n 1)
+mlflow_after=$(server_cpu "${pids[1]}" "$mlflow_db")
 echo "$kiln_result"
 echo "$mlflow_result"
-python3 - "$kiln_result" "$mlflow_result" "$profile" "$(nproc)" "$load" <<'PY'
+python3 - "$kiln_result" "$mlflow_result" "$profile" "$(nproc)" "$load" \
+  "$kiln_before" "$kiln_after" "$mlflow_before" "$mlflow_after" <<'PY'
 import json, sys
 k, m = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"\n| {k['client']} `MlflowClient.log_batch`, {k['processes']} processes → ({sys.argv[3]} kiln-api, {sys.argv[4]} cores, load {sys.argv[5]}) | points | seconds | points/s | vs MLflow |")
-print("|---|---|---|---|---|")
-print(f"| → kiln-api (`/api/2.0/mlflow`) | {k['points']:,} | {k['seconds']} | {k['points_per_s']:,} | **{k['points_per_s'] / m['points_per_s']:.1f}×** |")
-print(f"| → mlflow server --workers 2 | {m['points']:,} | {m['seconds']} | {m['points_per_s']:,} | 1.0× |")
+def spent(before, after):
+    b, a = json.loads(before), json.loads(after)
+    return sum(v - b.get(pid, 0.0) for pid, v in a.items())
+k_cpu, m_cpu = spent(sys.argv[6], sys.argv[7]), spent(sys.argv[8], sys.argv[9])
+k_eff, m_eff = k["points"] / k_cpu, m["points"] / m_cpu
+print(f"\n| {k['client']} `MlflowClient.log_batch`, {k['processes']} processes → ({sys.argv[3]} kiln-api, {sys.argv[4]} cores, load {sys.argv[5]}) | points | seconds | points/s | vs MLflow | client CPU s | client's ceiling, points/s | server CPU s (process + its PostgreSQL backends) | points per server CPU s | vs MLflow |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+print(f"| → kiln-api (`/api/2.0/mlflow`) | {k['points']:,} | {k['seconds']} | {k['points_per_s']:,} | **{k['points_per_s'] / m['points_per_s']:.1f}×** | {k['client_cpu_s']} | {k['client_ceiling_points_per_s']:,} | {k_cpu:.2f} | {k_eff:,.0f} | **{k_eff / m_eff:.1f}×** |")
+print(f"| → mlflow server --workers 2 | {m['points']:,} | {m['seconds']} | {m['points_per_s']:,} | 1.0× | {m['client_cpu_s']} | {m['client_ceiling_points_per_s']:,} | {m_cpu:.2f} | {m_eff:,.0f} | 1.0× |")
 PY
