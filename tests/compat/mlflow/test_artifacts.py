@@ -135,7 +135,8 @@ def test_multipart_parts_need_the_uploads_secret_and_bad_completes_are_refused(c
     )
     with mlflow.start_run() as run:
         pass
-    prefix = f"/api/2.0/mlflow-artifacts/mpu/{{}}/{run.info.experiment_id}/{run.info.run_id}/artifacts/x.bin"
+    # As on MLflow's server: the route names the directory, the body's `path` the file.
+    prefix = f"/api/2.0/mlflow-artifacts/mpu/{{}}/{run.info.experiment_id}/{run.info.run_id}/artifacts"
     created = http.post(prefix.format("create"), json={"path": "/tmp/x.bin", "num_parts": 2})
     assert created.status_code == 200, created.text
     body = created.json()
@@ -152,22 +153,22 @@ def test_multipart_parts_need_the_uploads_secret_and_bad_completes_are_refused(c
     first = httpx.put(credentials[0]["url"], content=b"first ", headers=credentials[0]["headers"])
     assert first.status_code == 200 and first.headers["ETag"]
     # Completing before every part is there names the missing part, and keeps the upload.
-    early = http.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": [
+    early = http.post(prefix.format("complete"), json={"path": "x.bin", "upload_id": upload_id, "parts": [
         {"part_number": 1, "etag": first.headers["ETag"]}, {"part_number": 2, "etag": "x"}]})
     assert early.status_code == 400 and "[2]" in early.json()["message"], early.text
     second = httpx.put(credentials[1]["url"], content=b"second", headers=credentials[1]["headers"])
     assert second.status_code == 200
     # A part uploaded again replaces the first attempt; the earlier ETag is refused.
     again = httpx.put(credentials[0]["url"], content=b"FIRST ", headers=credentials[0]["headers"])
-    stale = http.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": [
+    stale = http.post(prefix.format("complete"), json={"path": "x.bin", "upload_id": upload_id, "parts": [
         {"part_number": 1, "etag": first.headers["ETag"]}, {"part_number": 2, "etag": second.headers["ETag"]}]})
     assert stale.status_code == 400 and "ETag" in stale.json()["message"], stale.text
     # Another path's complete is refused; a viewer cannot complete.
-    other_path = prefix.replace("x.bin", "y.bin")
-    assert http.post(other_path.format("complete"), json={"upload_id": upload_id, "parts": []}).status_code == 400
+    assert http.post(prefix.format("complete"), json={"path": "y.bin", "upload_id": upload_id, "parts": []}).status_code == 400
+    assert http.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": []}).status_code == 400
     viewer = httpx.Client(base_url=team.url, headers={"Authorization": f"Bearer {team.tokens['viewer']}"})
-    assert viewer.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": []}).status_code == 403
-    done = http.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": [
+    assert viewer.post(prefix.format("complete"), json={"path": "x.bin", "upload_id": upload_id, "parts": []}).status_code == 403
+    done = http.post(prefix.format("complete"), json={"path": "/home/me/x.bin", "upload_id": upload_id, "parts": [
         {"part_number": 1, "etag": again.headers["ETag"]}, {"part_number": 2, "etag": second.headers["ETag"]}]})
     assert done.status_code == 200, done.text
     got = http.get(f"/api/2.0/mlflow-artifacts/artifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/x.bin")
@@ -185,15 +186,15 @@ def test_multipart_abort_deletes_the_upload(client, team, tmp_path):
     )
     with mlflow.start_run() as run:
         pass
-    prefix = f"/api/2.0/mlflow-artifacts/mpu/{{}}/{run.info.experiment_id}/{run.info.run_id}/artifacts/z.bin"
-    body = http.post(prefix.format("create"), json={"num_parts": 1}).json()
+    prefix = f"/api/2.0/mlflow-artifacts/mpu/{{}}/{run.info.experiment_id}/{run.info.run_id}/artifacts/out"
+    body = http.post(prefix.format("create"), json={"path": "z.bin", "num_parts": 1}).json()
     cred = body["credentials"][0]
     assert httpx.put(cred["url"], content=b"zzz", headers=cred["headers"]).status_code == 200
-    assert http.post(prefix.format("abort"), json={"upload_id": body["upload_id"]}).status_code == 200
+    assert http.post(prefix.format("abort"), json={"path": "z.bin", "upload_id": body["upload_id"]}).status_code == 200
     assert httpx.put(cred["url"], content=b"zzz", headers=cred["headers"]).status_code == 404
     # Nothing was written at the artifact's path.
-    assert http.get(f"/api/2.0/mlflow-artifacts/artifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/z.bin").status_code == 404
-    bad = http.post(prefix.format("create"), json={"num_parts": 0})
+    assert http.get(f"/api/2.0/mlflow-artifacts/artifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/out/z.bin").status_code == 404
+    bad = http.post(prefix.format("create"), json={"path": "z.bin", "num_parts": 0})
     assert bad.status_code == 400 and "num_parts" in bad.json()["message"]
 
 
@@ -205,7 +206,7 @@ def test_another_team_cannot_create_an_upload_on_a_run(use_team, team, other_tea
         pass
     intruder = httpx.Client(base_url=team.url, headers={"Authorization": f"Bearer {other_team.tokens['member']}"})
     answer = intruder.post(
-        f"/api/2.0/mlflow-artifacts/mpu/create/{run.info.experiment_id}/{run.info.run_id}/artifacts/a.bin",
-        json={"num_parts": 1},
+        f"/api/2.0/mlflow-artifacts/mpu/create/{run.info.experiment_id}/{run.info.run_id}/artifacts",
+        json={"path": "a.bin", "num_parts": 1},
     )
     assert answer.status_code == 404 and answer.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"

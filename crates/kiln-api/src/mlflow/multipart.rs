@@ -137,17 +137,30 @@ async fn delete_upload(state: &AppState, team: Uuid, upload: Uuid) -> Result<(),
     Ok(())
 }
 
-/// The target key of an artifact path, refusing the artifacts directory itself.
-async fn target(state: &AppState, team: Uuid, path: &str) -> Result<String, MlflowError> {
-    let base = resolve(state, team, path).await?;
-    if base.ends_with("/artifacts") {
-        return Err(MlflowError::invalid("give a file name under the artifacts directory"));
-    }
-    Ok(base)
+/// The target key of an upload. As on MLflow's own server, the route's path is the
+/// artifact *directory* and the file's name is the last segment of the body's `path` (the
+/// client sends the local file's path there).
+async fn target(
+    state: &AppState,
+    team: Uuid,
+    dir: &str,
+    local_file: Option<&str>,
+) -> Result<String, MlflowError> {
+    let name = local_file
+        .and_then(|p| p.rsplit(['/', '\\']).next())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            MlflowError::invalid(
+                "`path` must name the file being uploaded (the client sends its local path; its last segment is the artifact's name)",
+            )
+        })?;
+    resolve(state, team, &format!("{}/{name}", dir.trim_end_matches('/'))).await
 }
 
 #[derive(Debug, Deserialize)]
 struct CreateBody {
+    #[serde(default)]
+    path: Option<String>,
     num_parts: u32,
 }
 
@@ -166,7 +179,7 @@ async fn create(
     body: web::Json<CreateBody>,
 ) -> Result<HttpResponse, MlflowError> {
     let team = caller.team()?;
-    let target = target(&state, team, &path).await?;
+    let target = target(&state, team, &path, body.path.as_deref()).await?;
     caller.require(Role::Member)?;
     let num_parts = body.num_parts;
     if num_parts == 0 || num_parts > MAX_PARTS {
@@ -258,6 +271,8 @@ struct PartRef {
 
 #[derive(Debug, Deserialize)]
 struct CompleteBody {
+    #[serde(default)]
+    path: Option<String>,
     upload_id: String,
     #[serde(default)]
     parts: Vec<PartRef>,
@@ -270,7 +285,7 @@ async fn complete(
     body: web::Json<CompleteBody>,
 ) -> Result<HttpResponse, MlflowError> {
     let team = caller.team()?;
-    let target = target(&state, team, &path).await?;
+    let target = target(&state, team, &path, body.path.as_deref()).await?;
     caller.require(Role::Member)?;
     let upload = parse_upload_id(&body.upload_id)?;
     let manifest = manifest(&state, team, upload).await?;
@@ -345,6 +360,8 @@ async fn complete(
 
 #[derive(Debug, Deserialize)]
 struct AbortBody {
+    #[serde(default)]
+    path: Option<String>,
     upload_id: String,
 }
 
@@ -355,7 +372,7 @@ async fn abort(
     body: web::Json<AbortBody>,
 ) -> Result<HttpResponse, MlflowError> {
     let team = caller.team()?;
-    let target = target(&state, team, &path).await?;
+    let target = target(&state, team, &path, body.path.as_deref()).await?;
     caller.require(Role::Member)?;
     let upload = parse_upload_id(&body.upload_id)?;
     let manifest = manifest(&state, team, upload).await?;
