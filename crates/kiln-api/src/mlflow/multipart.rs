@@ -157,6 +157,29 @@ async fn target(
     resolve(state, team, &format!("{}/{name}", dir.trim_end_matches('/'))).await
 }
 
+/// The upload a `complete` or `abort` names, after checking that the caller may write the
+/// artifact and that the upload was created for this very path.
+async fn open_upload(
+    state: &AppState,
+    caller: &MlCaller,
+    dir: &str,
+    local_file: Option<&str>,
+    upload_id: &str,
+) -> Result<(Uuid, Uuid, Manifest), MlflowError> {
+    let team = caller.team()?;
+    let target = target(state, team, dir, local_file).await?;
+    caller.require(Role::Member)?;
+    let upload = parse_upload_id(upload_id)?;
+    let manifest = manifest(state, team, upload).await?;
+    if manifest.key != target {
+        return Err(MlflowError::invalid(format!(
+            "upload {} was created for another artifact path",
+            upload.simple()
+        )));
+    }
+    Ok((team, upload, manifest))
+}
+
 #[derive(Debug, Deserialize)]
 struct CreateBody {
     #[serde(default)]
@@ -284,17 +307,8 @@ async fn complete(
     path: web::Path<String>,
     body: web::Json<CompleteBody>,
 ) -> Result<HttpResponse, MlflowError> {
-    let team = caller.team()?;
-    let target = target(&state, team, &path, body.path.as_deref()).await?;
-    caller.require(Role::Member)?;
-    let upload = parse_upload_id(&body.upload_id)?;
-    let manifest = manifest(&state, team, upload).await?;
-    if manifest.key != target {
-        return Err(MlflowError::invalid(format!(
-            "upload {} was created for another artifact path",
-            upload.simple()
-        )));
-    }
+    let (team, upload, manifest) =
+        open_upload(&state, &caller, &path, body.path.as_deref(), &body.upload_id).await?;
     let listed: Vec<u32> = body.parts.iter().map(|p| p.part_number).collect();
     if listed != (1..=manifest.num_parts).collect::<Vec<_>>() {
         return Err(MlflowError::invalid(format!(
@@ -350,7 +364,7 @@ async fn complete(
             })
             .try_flatten(),
     );
-    let k = key(&target)?;
+    let k = key(&manifest.key)?;
     state.store.delete(&k).await?;
     let mut reader = kiln_store::into_async_read(joined);
     state.store.put_at(&k, &mut reader).await?;
@@ -371,17 +385,8 @@ async fn abort(
     path: web::Path<String>,
     body: web::Json<AbortBody>,
 ) -> Result<HttpResponse, MlflowError> {
-    let team = caller.team()?;
-    let target = target(&state, team, &path, body.path.as_deref()).await?;
-    caller.require(Role::Member)?;
-    let upload = parse_upload_id(&body.upload_id)?;
-    let manifest = manifest(&state, team, upload).await?;
-    if manifest.key != target {
-        return Err(MlflowError::invalid(format!(
-            "upload {} was created for another artifact path",
-            upload.simple()
-        )));
-    }
+    let (team, upload, _) =
+        open_upload(&state, &caller, &path, body.path.as_deref(), &body.upload_id).await?;
     delete_upload(&state, team, upload).await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
