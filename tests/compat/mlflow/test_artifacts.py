@@ -130,9 +130,7 @@ def test_multipart_upload_reassembles_the_parts_in_order(client, team, tmp_path,
 def test_multipart_parts_need_the_uploads_secret_and_bad_completes_are_refused(client, team, tmp_path):
     import httpx
 
-    http = httpx.Client(
-        base_url=team.url, headers={"Authorization": f"Bearer {team.tokens['member']}"}, timeout=30
-    )
+    http = team.http("member")
     with mlflow.start_run() as run:
         pass
     # As on MLflow's server: the route names the directory, the body's `path` the file.
@@ -166,7 +164,7 @@ def test_multipart_parts_need_the_uploads_secret_and_bad_completes_are_refused(c
     # Another path's complete is refused; a viewer cannot complete.
     assert http.post(prefix.format("complete"), json={"path": "y.bin", "upload_id": upload_id, "parts": []}).status_code == 400
     assert http.post(prefix.format("complete"), json={"upload_id": upload_id, "parts": []}).status_code == 400
-    viewer = httpx.Client(base_url=team.url, headers={"Authorization": f"Bearer {team.tokens['viewer']}"})
+    viewer = team.http("viewer")
     assert viewer.post(prefix.format("complete"), json={"path": "x.bin", "upload_id": upload_id, "parts": []}).status_code == 403
     done = http.post(prefix.format("complete"), json={"path": "/home/me/x.bin", "upload_id": upload_id, "parts": [
         {"part_number": 1, "etag": again.headers["ETag"]}, {"part_number": 2, "etag": second.headers["ETag"]}]})
@@ -181,9 +179,7 @@ def test_multipart_parts_need_the_uploads_secret_and_bad_completes_are_refused(c
 def test_multipart_abort_deletes_the_upload(client, team, tmp_path):
     import httpx
 
-    http = httpx.Client(
-        base_url=team.url, headers={"Authorization": f"Bearer {team.tokens['member']}"}, timeout=30
-    )
+    http = team.http("member")
     with mlflow.start_run() as run:
         pass
     prefix = f"/api/2.0/mlflow-artifacts/mpu/{{}}/{run.info.experiment_id}/{run.info.run_id}/artifacts/out"
@@ -199,12 +195,10 @@ def test_multipart_abort_deletes_the_upload(client, team, tmp_path):
 
 
 def test_another_team_cannot_create_an_upload_on_a_run(use_team, team, other_team):
-    import httpx
-
     use_team(team)
     with mlflow.start_run() as run:
         pass
-    intruder = httpx.Client(base_url=team.url, headers={"Authorization": f"Bearer {other_team.tokens['member']}"})
+    intruder = other_team.http("member")
     answer = intruder.post(
         f"/api/2.0/mlflow-artifacts/mpu/create/{run.info.experiment_id}/{run.info.run_id}/artifacts",
         json={"path": "a.bin", "num_parts": 1},
