@@ -698,20 +698,14 @@ async fn set_alias(
     let (model, version) = team_version(&state, team, &body.name, number).await?;
     caller.require(Role::Maintainer)?;
     check_alias(&body.alias)?;
-    if !version.has_bundle() {
-        let followers = repo::alias_followers(&state.db, model.id, &body.alias).await?;
-        if !followers.is_empty() {
-            return Err(MlflowError::new(
-                MlflowCode::InvalidState,
-                format!(
-                    "deployments ({}) follow alias {:?}, and {}; point the alias at a servable version",
-                    followers.join(", "),
-                    body.alias,
-                    no_bundle_reason(&model.name, number)
-                ),
-            ));
-        }
-    }
+    crate::routes::models::refuse_unservable(
+        &state,
+        (model.id, &model.name),
+        &body.alias,
+        number,
+        version.has_bundle(),
+    )
+    .await?;
     let previous =
         models::set_alias(&state.db, model.id, &body.alias, version.id, Some(caller.token_id()))
             .await?;

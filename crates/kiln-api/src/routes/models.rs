@@ -248,23 +248,14 @@ pub async fn set_alias(
             format!("model `{name}` has no version {}", body.version),
         )])
     })?;
-    // A version registered through MLflow from artifacts alone cannot be served: refuse to
-    // point an alias that deployments follow at it (they would lose their model).
-    if version.bundle_key.is_empty() {
-        let followers =
-            kiln_db::repo::mlflow_registry::alias_followers(&state.db, model.id, &alias).await?;
-        if !followers.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidState,
-                format!(
-                    "deployments ({}) follow alias `{alias}`, and {}; point the alias at a servable version",
-                    followers.join(", "),
-                    crate::mlflow::registry::no_bundle_reason(&name, version.version)
-                ),
-            )
-            .with_details(json!({"deployments": followers})));
-        }
-    }
+    refuse_unservable(
+        &state,
+        (model.id, &name),
+        &alias,
+        version.version,
+        !version.bundle_key.is_empty(),
+    )
+    .await?;
     let previous =
         models::set_alias(&state.db, model.id, &alias, version.id, Some(caller.token_id())).await?;
     let previous_version = match previous {
@@ -285,6 +276,35 @@ pub async fn set_alias(
         roll_out(&state, &caller, team, &model, &alias, version.version, previous_version).await?;
     }
     Ok(web::Json(Alias { model: name, alias, version: version.version, previous_version }))
+}
+
+/// A version registered through MLflow from artifacts alone cannot be served: an alias that
+/// deployments follow must not point at it (they would lose their model). 409
+/// `invalid_state` naming them, for the native and the MLflow alias routes alike.
+pub(crate) async fn refuse_unservable(
+    state: &AppState,
+    (model_id, model): (Uuid, &str),
+    alias: &str,
+    version: i32,
+    has_bundle: bool,
+) -> Result<(), ApiError> {
+    if has_bundle {
+        return Ok(());
+    }
+    let followers =
+        kiln_db::repo::mlflow_registry::alias_followers(&state.db, model_id, alias).await?;
+    if followers.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidState,
+        format!(
+            "deployments ({}) follow alias `{alias}`, and {}; point the alias at a servable version",
+            followers.join(", "),
+            crate::mlflow::registry::no_bundle_reason(model, version)
+        ),
+    )
+    .with_details(json!({"deployments": followers})))
 }
 
 /// Rolls every deployment that follows the alias to its new version: this process loads and
