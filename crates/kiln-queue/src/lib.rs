@@ -21,6 +21,7 @@
 //!   [`Waiter`] listens and falls back to polling, so a lost notification costs at most one
 //!   poll interval.
 
+mod batch;
 mod error;
 mod job;
 pub mod sql;
@@ -39,6 +40,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+pub use batch::{BatchPrediction, BatchPredictionJob, NewBatchPrediction};
 pub use error::QueueError;
 pub use job::{Job, JobAttempt, JobEvent};
 pub use stats::{

@@ -112,6 +112,8 @@ pub struct Progress {
 pub struct Job {
     pub id: Uuid,
     pub team_id: Uuid,
+    /// `train`, or `batch_prediction` (`GET /v1/batch-predictions/{id}` has its details).
+    pub kind: String,
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
     pub state: String,
     pub attempt: i32,

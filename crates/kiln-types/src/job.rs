@@ -138,6 +138,9 @@ pub struct JobInputs {
     /// The TorchScript module, for `{"type": "torchscript"}` models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<InputBlob>,
+    /// The model version that scores the dataset, for batch predictions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::batch::ModelInput>,
 }
 
 /// One stored upload a job reads.

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batch;
 mod check;
 pub mod dataset;
 pub mod digest;
@@ -17,6 +18,7 @@ pub mod secret;
 pub mod spec;
 
 pub use auth::Role;
+pub use batch::{BadRow, BatchPredictionSpec, JobKind, ModelInput, OutputPart};
 pub use dataset::{ColumnType, DatasetSchema};
 pub use digest::{DigestError, Sha256Digest};
 pub use error::ErrorCode;

@@ -36,6 +36,10 @@ impl MigratorTrait for Migrator {
                 name: "m0006_mlflow_registry",
                 sql: include_str!("m0006_mlflow_registry.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0007_batch_predictions",
+                sql: include_str!("m0007_batch_predictions.sql"),
+            }),
         ]
     }
 }

@@ -202,17 +202,19 @@ pub async fn version_stats(
     Ok(row.map_or((0, None), |r| (r.count, r.latest)))
 }
 
-/// What still uses a model version: aliases pointing at it, and deployments serving it
-/// (pinned to it, following one of those aliases, or giving it a share of their traffic).
+/// What still uses a model version: aliases pointing at it, deployments serving it
+/// (pinned to it, following one of those aliases, or giving it a share of their traffic),
+/// and batch predictions queued or running with it (their job ids).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct VersionUsers {
     pub aliases: Vec<String>,
     pub deployments: Vec<String>,
+    pub jobs: Vec<Uuid>,
 }
 
 impl VersionUsers {
     pub fn is_empty(&self) -> bool {
-        self.aliases.is_empty() && self.deployments.is_empty()
+        self.aliases.is_empty() && self.deployments.is_empty() && self.jobs.is_empty()
     }
 }
 
@@ -246,9 +248,22 @@ pub async fn version_users(
     ))
     .all(db)
     .await?;
+    #[derive(Debug, FromQueryResult)]
+    struct JobId {
+        id: Uuid,
+    }
+    let jobs = JobId::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        "SELECT b.id FROM batch_predictions b JOIN jobs j ON j.id = b.id \
+         WHERE b.version_id = $1 AND j.state IN ('queued', 'running') ORDER BY b.id",
+        [version_id.into()],
+    ))
+    .all(db)
+    .await?;
     Ok(VersionUsers {
         aliases: aliases.into_iter().map(|a| a.name).collect(),
         deployments: deployments.into_iter().map(|d| d.name).collect(),
+        jobs: jobs.into_iter().map(|j| j.id).collect(),
     })
 }
 

@@ -157,6 +157,7 @@ impl Bench {
                 size_bytes: Some(info.size),
             }),
             script: None,
+            model: None,
         };
         Uploaded { id, inputs, key: info.key }
     }
