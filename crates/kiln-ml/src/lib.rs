@@ -45,6 +45,7 @@ mod npy;
 mod optim;
 mod prepare;
 mod rng;
+mod score;
 mod tensors;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -64,6 +65,7 @@ pub use prepare::{
     ColumnEncoding, ExtraFields, InputEncoding, InputProblem, Prepared, Preprocessor, Raw,
     TargetEncoding, prepare,
 };
+pub use score::{PartScorer, ScoredPart, ScoringInput};
 pub use train::{
     NoObserver, StepProgress, StopReason, TrainObserver, TrainOptions, TrainOutcome, TrainedModel,
     train,

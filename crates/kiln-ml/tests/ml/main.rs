@@ -7,6 +7,7 @@ mod bundle;
 mod data;
 mod link;
 mod resume;
+mod score;
 mod support;
 mod torchscript;
 mod training;
