@@ -130,7 +130,7 @@ fn result_metrics(metrics: &FinalMetrics) -> ResultMetrics {
     }
 }
 
-async fn fail(ctx: &JobCtx, failure: Failure) -> JobEnd {
+pub(super) async fn fail(ctx: &JobCtx, failure: Failure) -> JobEnd {
     let (message, retryable) = match failure {
         Failure::User(message) => (message, false),
         Failure::Infra(message) => (message, true),
@@ -162,7 +162,7 @@ async fn fail(ctx: &JobCtx, failure: Failure) -> JobEnd {
     }
 }
 
-async fn final_write<F, Fut>(ctx: &JobCtx, what: &str, end: JobEnd, op: F) -> JobEnd
+pub(super) async fn final_write<F, Fut>(ctx: &JobCtx, what: &str, end: JobEnd, op: F) -> JobEnd
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), QueueError>>,

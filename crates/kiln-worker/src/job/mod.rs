@@ -35,12 +35,15 @@
 //!   dataset through the cache, the TorchScript module;
 //! - [`checkpoint`]: storing checkpoints under the fence, loading the one to resume from;
 //! - [`train`]: the training thread, its observer, the uploader of what it sends;
+//! - [`score`]: a batch prediction's attempt (kind `batch_prediction`): the rows scored in
+//!   parts on a blocking thread, each part stored and recorded under the fence;
 //! - [`finish`]: the attempt's one final write, and the `JobResult` of a success.
 
 mod checkpoint;
 mod fetch;
 mod finish;
 mod lease;
+mod score;
 mod store;
 mod train;
 
@@ -167,6 +170,14 @@ pub(crate) async fn run_job(env: &WorkerEnv, lease: Lease) -> JobEnd {
         "claimed by worker {} on {} (attempt {} of {})",
         env.worker_id, env.device_name, job.attempt, job.max_attempts
     ))));
+    if job.kind == kiln_types::JobKind::BatchPrediction.as_str() {
+        let scored = score::score(env, &ctx, &events).await;
+        drop(events);
+        let _ = uploader.await;
+        let end = score::finish(&ctx, scored).await;
+        heartbeat.abort();
+        return end;
+    }
     let trained = train::prepare_and_train(env, &ctx, events).await;
     // The training thread has ended and dropped its sender: the uploader drains what is
     // left, then ends, so epoch metrics land before the attempt's final write.
