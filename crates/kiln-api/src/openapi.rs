@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    admin, audit, datasets, deployments, health, jobs, models, runs, submit, teams, tokens,
+    admin, audit, batch, datasets, deployments, health, jobs, models, runs, submit, teams, tokens,
 };
 
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ use crate::routes::{
         models::set_alias, models::bundle,
         deployments::create, deployments::list, deployments::get, deployments::patch,
         deployments::delete, deployments::predict, deployments::drift,
+        batch::create, batch::list, batch::get, batch::output,
         audit::list,
         admin::queue_stats, admin::workers, admin::artifacts_gc,
     ),

@@ -1002,6 +1002,7 @@ async fn delete_version(
             let mut named: Vec<String> =
                 users.aliases.iter().map(|a| format!("alias {a}")).collect();
             named.extend(users.deployments.iter().map(|d| format!("deployment {d}")));
+            named.extend(users.jobs.iter().map(|j| format!("batch prediction {j}")));
             Err(MlflowError::new(
                 MlflowCode::InvalidState,
                 format!(

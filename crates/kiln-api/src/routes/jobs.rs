@@ -23,6 +23,7 @@ pub fn job_view(job: kiln_queue::Job) -> api::Job {
     api::Job {
         id: job.id,
         team_id: job.team_id,
+        kind: job.kind.clone(),
         state: job.state.as_str().to_owned(),
         attempt: job.attempt,
         max_attempts: job.max_attempts,

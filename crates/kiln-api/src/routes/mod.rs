@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod batch;
 pub mod datasets;
 pub mod deployments;
 pub mod health;
@@ -70,6 +71,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, serving_only: bool, json_limit: u
         )
         .service(web::resource("/v1/models/{name}/versions/{version}/bundle").get(models::bundle))
         .service(web::resource("/v1/models/{name}/aliases/{alias}").put(models::set_alias))
+        .service(web::resource("/v1/batch-predictions").post(batch::create).get(batch::list))
+        .service(web::resource("/v1/batch-predictions/{id}").get(batch::get))
+        .service(web::resource("/v1/batch-predictions/{id}/output").get(batch::output))
         .service(web::resource("/v1/audit").get(audit::list))
         .service(web::resource("/v1/admin/queue").get(admin::queue_stats))
         .service(web::resource("/v1/admin/workers").get(admin::workers))

@@ -166,7 +166,7 @@ pub async fn get(
 #[utoipa::path(delete, path = "/v1/models/{name}/versions/{version}", operation_id = "delete_model_version", tag = "models",
     params(("name" = String, Path), ("version" = i32, Path)),
     responses((status = 204, description = "Deleted"), (status = 404, body = kiln_types::api::ErrorBody),
-              (status = 409, description = "`in_use`: aliases or deployments still use it (`details.aliases`, `details.deployments`)", body = kiln_types::api::ErrorBody)),
+              (status = 409, description = "`in_use`: aliases, deployments or queued/running batch predictions still use it (`details.aliases`, `details.deployments`, `details.jobs`)", body = kiln_types::api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete_version(
     state: web::Data<AppState>,

@@ -30,7 +30,7 @@ use crate::state::AppState;
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 
-fn input_of(d: &datasets::Dataset) -> Result<InputBlob, ApiError> {
+pub(crate) fn input_of(d: &datasets::Dataset) -> Result<InputBlob, ApiError> {
     Ok(InputBlob {
         id: d.id,
         key: d.storage_key.clone(),

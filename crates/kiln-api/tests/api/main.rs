@@ -2,6 +2,7 @@
 //! database and talks HTTP to it. One test binary; each feature is a module.
 
 mod auth;
+mod batch;
 mod datasets;
 mod errors;
 mod isolation;
