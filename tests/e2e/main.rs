@@ -3,8 +3,10 @@
 //! downloads intact. `telemetry.rs`: one OpenTelemetry trace from the API request through
 //! the queue to the worker, and silence without a collector. `chaos.rs`: twenty `kill -9`s
 //! of workers over eight jobs, nothing lost or done twice. `upload_memory.rs`: a 200 MB
-//! upload leaves kiln-api's peak memory within 64 MiB of where it was.
+//! upload leaves kiln-api's peak memory within 64 MiB of where it was. `batch.rs`: batch
+//! predictions equal a deployment's answers, and a killed worker's successor resumes them.
 
+mod batch;
 mod chaos;
 mod metrics;
 mod platform;

@@ -80,6 +80,9 @@ pub enum Command {
     /// Tracked runs (training outside Kiln, and every Kiln job) and their metrics.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Score a whole dataset with a model version, as a queued job; download the CSV.
+    #[command(subcommand, name = "batch-predictions")]
+    BatchPredictions(BatchCommand),
     /// Who the API takes this token for: URL, profile, token prefix and role.
     Whoami,
     /// The audit log, newest first: the caller's team (maintainer) or everyone (admin).
@@ -369,6 +372,63 @@ pub enum ArtifactsCommand {
         /// Never collect objects younger than this many hours.
         #[arg(long, default_value_t = 24.0)]
         grace_hours: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Queue a batch prediction: `--model` with `--version` or `--alias`, and `--dataset`.
+    // `--version` here is the model version, not kiln's own.
+    #[command(disable_version_flag = true)]
+    Create {
+        #[arg(long)]
+        model: String,
+        /// Score with exactly this version.
+        #[arg(
+            long = "version",
+            value_name = "VERSION",
+            conflicts_with = "alias",
+            required_unless_present = "alias"
+        )]
+        model_version: Option<i32>,
+        /// Score with the version this alias points at now.
+        #[arg(long)]
+        alias: Option<String>,
+        /// The dataset (CSV or NPZ) to score.
+        #[arg(long)]
+        dataset: uuid::Uuid,
+        /// A CSV column copied beside each prediction (default: `id`, if there is one).
+        #[arg(long)]
+        id_column: Option<String>,
+        /// Input rows per output part (default 100,000).
+        #[arg(long)]
+        rows_per_part: Option<u64>,
+        /// Follow progress until it ends; exit non-zero unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+        /// Once it succeeded, download the predictions here (implies --wait).
+        #[arg(long)]
+        download: Option<PathBuf>,
+        /// Replace an existing --download file.
+        #[arg(long, requires = "download")]
+        force: bool,
+    },
+    /// List batch predictions, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one: state, progress, bad rows, output parts.
+    Show { id: uuid::Uuid },
+    /// Download the predictions as one CSV (`-` for stdout).
+    Download {
+        id: uuid::Uuid,
+        /// Where to write (default `<id>.csv`).
+        #[arg(long = "to")]
+        dest: Option<PathBuf>,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -16,6 +16,7 @@ Every failed call raises :class:`KilnError`.
 """
 
 from . import torchscript
+from .batch import BatchPrediction
 from .client import Client
 from .datasets import Dataset
 from .deployments import Deployment
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alias",
+    "BatchPrediction",
     "Client",
     "Dataset",
     "Deployment",

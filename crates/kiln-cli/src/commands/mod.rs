@@ -2,6 +2,7 @@
 
 mod account;
 mod admin;
+mod batch;
 mod datasets;
 mod doctor;
 mod download;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Datasets(cmd) => datasets::run(cmd, &client()?, format).await,
         Command::Jobs(cmd) => jobs::run(cmd, &client()?, format).await,
         Command::Runs(cmd) => runs::run(cmd, &client()?, format).await,
+        Command::BatchPredictions(cmd) => batch::run(cmd, &client()?, format).await,
         Command::Models(cmd) => datasets::models(cmd, &client()?, format).await,
         Command::Deployments(cmd) => serving::deployments(cmd, &client()?, format).await,
         Command::Predict { deployment, instances } => {
