@@ -15,6 +15,11 @@
 //! `Retry-After`) instead of queueing without bound. When the last handle to an engine is
 //! dropped (a hot swap moved traffic elsewhere and the in-flight requests finished), the
 //! channel closes, the thread answers what is still queued, and exits: draining is free.
+//!
+//! Each batch runs under a `kiln.serving.batch` span linked to the `kiln.serving.predict`
+//! span of every request in it, when traces leave the process
+//! ([`kiln_telemetry::traces_exported`]); without an exporter nobody could see either span,
+//! so neither is made (see docs/benchmarks.md, "Released binary vs the in-process bench").
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -50,7 +55,8 @@ struct Work {
     features: Vec<f32>,
     rows: usize,
     reply: oneshot::Sender<Answer>,
-    /// The request's span, which the batch span that answers it links to.
+    /// The request's span, which the batch span that answers it links to (only when
+    /// traces are exported).
     traceparent: Option<String>,
 }
 
@@ -352,20 +358,26 @@ fn run(
 }
 
 /// Runs one batch and answers each request with its slice of the predictions, under a
-/// `kiln.serving.batch` span linked to the span of every request in it.
+/// `kiln.serving.batch` span linked to the span of every request in it when traces are
+/// exported (without an exporter the span would be made, linked and dropped unseen).
 fn answer(model: &LoadedModel, batch: Vec<Work>, rows: usize, who: &(String, i32)) {
-    // A root span: each request it answers has its own trace, linked from here.
-    let span = tracing::info_span!(
-        parent: None,
-        "kiln.serving.batch",
-        deployment = %who.0,
-        model.version = who.1,
-        rows,
-        requests = batch.len(),
-    );
-    for traceparent in batch.iter().filter_map(|w| w.traceparent.as_deref()) {
-        kiln_telemetry::link_to(&span, traceparent);
-    }
+    let span = if kiln_telemetry::traces_exported() {
+        // A root span: each request it answers has its own trace, linked from here.
+        let span = tracing::info_span!(
+            parent: None,
+            "kiln.serving.batch",
+            deployment = %who.0,
+            model.version = who.1,
+            rows,
+            requests = batch.len(),
+        );
+        for traceparent in batch.iter().filter_map(|w| w.traceparent.as_deref()) {
+            kiln_telemetry::link_to(&span, traceparent);
+        }
+        span
+    } else {
+        tracing::Span::none()
+    };
     let _entered = span.enter();
     // A panic in libtorch or the bundle's code fails this batch, not every later one.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {

@@ -6,6 +6,12 @@
 //! [`Request::reject`]), and [`Request::run`] them: the batching engine, the per-version
 //! metrics, the drift sample and the `kiln.serving.predict` span. So answers, batching,
 //! metrics and drift are shared by both protocols.
+//!
+//! The `kiln.serving.predict` span, and the `traceparent` the batch span links to, are made
+//! only when traces are exported ([`kiln_telemetry::traces_exported`]): without an
+//! exporter, no one can see them, and they were a measurable share of the predict path's
+//! CPU (docs/benchmarks.md). Log lines keep their trace id either way: it belongs to the
+//! request's server span, which kiln-api always opens.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -141,14 +147,18 @@ impl Request<'_> {
     ) -> Result<Served, PredictError> {
         let Request { serving, live, engine, started } = self;
         let metrics = engine.instruments();
-        let span = tracing::info_span!(
-            "kiln.serving.predict",
-            team.id = %live.row.team_id,
-            deployment = %live.row.name,
-            model.version = engine.version,
-            instances = rows,
-        );
-        let traceparent = kiln_telemetry::traceparent(&span);
+        let span = if kiln_telemetry::traces_exported() {
+            tracing::info_span!(
+                "kiln.serving.predict",
+                team.id = %live.row.team_id,
+                deployment = %live.row.name,
+                model.version = engine.version,
+                instances = rows,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let traceparent = if span.is_none() { None } else { kiln_telemetry::traceparent(&span) };
         let answer = engine.submit(features, rows, traceparent).map_err(|err| {
             metrics.overloaded.inc();
             match err {
