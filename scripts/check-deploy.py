@@ -141,7 +141,7 @@ def kiln_settings():
 
 # Which crates' settings each Kiln program parses (flattened clap structs).
 PROGRAM_CRATES = {
-    "kiln-api": ["kiln-api", "kiln-db", "kiln-store", "kiln-telemetry"],
+    "kiln-api": ["kiln-api", "kiln-serving", "kiln-db", "kiln-store", "kiln-telemetry"],
     "kiln-worker": ["kiln-worker", "kiln-db", "kiln-store", "kiln-telemetry"],
 }
 # Resources the chart reads but never creates, each documented in deploy/README.md

@@ -316,9 +316,43 @@ async fn without_an_endpoint_nothing_is_exported_and_nothing_complains() {
     .await;
     let demo = p.team_with_iris().await;
     let (token, dataset) = (demo.token, demo.dataset["id"].as_str().unwrap().to_owned());
-    submit_and_wait(&p, &token, &dataset).await;
+    let job = submit_and_wait(&p, &token, &dataset).await;
     // The worker ends by itself: its telemetry guard shuts down with nothing to flush.
     assert!(p.wait_for_exit("kiln-worker", Duration::from_secs(60)).await, "{}", p.logs());
+
+    // Serving without an exporter: no `kiln.serving.*` span is made (nothing could see
+    // it), yet the prediction is answered and its request's log line has the trace id.
+    let version = p.post(&token, "/v1/models/iris/versions", json!({"job_id": job["id"]})).await;
+    assert_eq!(version["version"], 1, "{version}");
+    let deployment = p
+        .post(&token, "/v1/deployments", json!({"name": "iris", "model": "iris", "version": 1}))
+        .await;
+    assert_eq!(deployment["status"], "ready", "{deployment}");
+    let predict_trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let res = p
+        .http
+        .post(format!("{}/v1/deployments/iris/predict", p.api))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{predict_trace}-{REMOTE_SPAN_ID}-01"))
+        .json(&json!({"instances": [{"sepal_length": 5.1, "sepal_width": 3.5,
+                                     "petal_length": 1.4, "petal_width": 0.2}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    let labels = ["setosa", "versicolor", "virginica"];
+    let label = answer["predictions"][0]["label"].as_str().unwrap_or_default();
+    assert!(labels.contains(&label), "{answer}");
+    let api_log = p.log_of("kiln-api");
+    // (Field names and values are separated by colour codes: match the values alone.)
+    let predict_line = api_log
+        .lines()
+        .find(|l| l.contains("/v1/deployments/iris/predict") && l.contains("request finished"))
+        .unwrap_or_else(|| panic!("no line for the predict request:\n{api_log}"));
+    assert!(predict_line.contains(predict_trace), "{predict_line}");
+    // The span's trace-view name is built only for an exporter.
+    assert!(!api_log.contains("otel.name"), "{api_log}");
 
     for name in ["kiln-api", "kiln-worker"] {
         let log = p.log_of(name);

@@ -9,9 +9,12 @@
 //! Layout: [`startup`] builds the server (tests start it on port 0), [`auth`] authenticates
 //! and checks roles, [`error`] maps every failure to the JSON body, [`routes`] holds one
 //! module per resource, [`openapi`] the generated document, [`metrics`] Prometheus,
-//! [`serving`] the deployments loaded into this process (batching inference threads, the
-//! bundle cache, prediction samples). `kiln-api --serving-only` runs a replica that serves
-//! only predictions, reading the same registry.
+//! [`predict`] the HTTP side of a prediction, shared by the native and OIP routes. The
+//! inference runtime itself (deployments loaded into this process, batching inference
+//! threads, the bundle cache, prediction samples, drift reports) is the kiln-serving crate,
+//! re-exported as [`serving`] so embedders name its settings through this crate.
+//! `kiln-api --serving-only` runs a replica that serves only predictions, reading the same
+//! registry.
 //! [`mlflow`] the MLflow tracking/registry REST API and artifact proxy, [`oip`] the Open
 //! Inference Protocol v2 over the same deployments.
 //! [`telemetry`] the server span of every request (W3C trace context) and the queue gauges.
@@ -23,12 +26,13 @@ pub mod mlflow;
 pub mod oip;
 pub mod openapi;
 pub mod pagination;
+pub mod predict;
 pub mod route;
 pub mod routes;
-pub mod serving;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod validate;
 
+pub use kiln_serving as serving;
 pub use startup::{ApiArgs, Application};

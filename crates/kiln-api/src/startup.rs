@@ -7,9 +7,9 @@ use actix_web::dev::Server;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use kiln_db::DbArgs;
+use kiln_serving::ServingArgs;
 
 use crate::error::{self, extractors};
-use crate::serving::ServingArgs;
 use crate::state::{AppState, Limits};
 
 /// Settings of `kiln-api` (every flag is also an environment variable).

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use kiln_queue::{Queue, QueueConfig};
+use kiln_serving::{Serving, ServingArgs};
 use kiln_store::ArtifactStore;
 
 use crate::metrics::Metrics;
-use crate::serving::{Serving, ServingArgs};
 
 #[derive(Debug, Clone)]
 pub struct AppState {

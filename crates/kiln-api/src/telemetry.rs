@@ -7,7 +7,10 @@
 //! own spans (the job submission's `kiln.job.submit`) nest under it; the submission stores
 //! its span's context on the job row, and the worker continues the trace from there.
 //!
-//! Every request also logs one `debug` line (with the trace id) when it ends.
+//! Every request also logs one `debug` line (with the trace id) when it ends. The span is
+//! made whether or not traces are exported, since its trace id is what every log line under
+//! the request carries; only `otel.name`, the span's name in the trace view, is built for
+//! exported traces alone ([`kiln_telemetry::traces_exported`]).
 //!
 //! On each scrape of `/metrics` the queue's numbers are read from PostgreSQL, so every API
 //! replica reports the platform's (workers scale to zero and take their counters along):
@@ -46,13 +49,15 @@ pub async fn trace_requests(
         Some(state) => state.routes.of(&req),
         None => req.match_pattern().as_deref().unwrap_or("unmatched").into(),
     };
-    let method = req.method().as_str().to_owned();
+    // The name a trace view shows (`POST /v1/jobs`): without an exporter no one sees it, so
+    // it is not built (the field is then absent).
+    let otel_name = kiln_telemetry::traces_exported().then(|| format!("{} {route}", req.method()));
     let span = tracing::info_span!(
         "http.request",
-        otel.name = %format!("{method} {route}"),
+        otel.name = otel_name.as_deref().map(tracing::field::display),
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = %method,
+        http.request.method = %req.method(),
         http.route = %route,
         url.path = %req.path(),
         http.response.status_code = Empty,

@@ -19,6 +19,12 @@
 //! OTLP over HTTP with protobuf bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`, the
 //! only one accepted); a collector's port 4318.
 //!
+//! Whether spans leave the process is [`traces_exported`], decided once by [`init`]. Code
+//! that makes spans only for the trace view (serving's per-request and per-batch spans)
+//! asks it first: without a trace exporter such spans are built and dropped unseen, and on
+//! a hot path that costs (docs/benchmarks.md). Spans that carry the trace id of log lines
+//! and job rows are made either way.
+//!
 //! [`init`] returns a [`TelemetryGuard`]: dropping it flushes and shuts the exporters down,
 //! so a short-lived process keeps its last spans. Only spans are exported, never log
 //! events: a span carries the attributes its code chose (ids, names, sizes, durations),
@@ -31,6 +37,7 @@ pub mod propagation;
 pub mod testing;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -40,6 +47,18 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use propagation::{continue_trace, link_to, record_trace_id, trace_id, traceparent};
+
+/// Set by [`init`] when a trace exporter is configured; never unset.
+static TRACES_EXPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans: [`init`] built an OTLP trace exporter
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set, and neither
+/// `OTEL_TRACES_EXPORTER=none` nor `OTEL_SDK_DISABLED=true`). False before `init` and in
+/// processes that never call it (in-process tests, benches). One relaxed atomic load: cheap
+/// enough to ask per request.
+pub fn traces_exported() -> bool {
+    TRACES_EXPORTED.load(Ordering::Relaxed)
+}
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -185,6 +204,7 @@ pub fn init(args: &TelemetryArgs, service: &'static str) -> Result<TelemetryGuar
     if let Some(provider) = &tracer_provider {
         opentelemetry::global::set_tracer_provider(provider.clone());
     }
+    TRACES_EXPORTED.store(plan.traces && tracer_provider.is_some(), Ordering::Relaxed);
     if let Some(provider) = &meter_provider {
         opentelemetry::global::set_meter_provider(provider.clone());
     }
@@ -194,6 +214,12 @@ pub fn init(args: &TelemetryArgs, service: &'static str) -> Result<TelemetryGuar
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_is_exported_before_init() {
+        // This test binary never calls `init`: serving skips its trace-only spans.
+        assert!(!traces_exported());
+    }
 
     #[test]
     fn log_formats_parse_and_reject_unknown_ones() {

@@ -4,7 +4,7 @@
 //! A deployment is an OIP *model* of the same name, its served versions the model's
 //! versions: `POST /v2/models/{deployment}/infer` answers from the version the traffic split
 //! picks, `/v2/models/{deployment}/versions/{v}/infer` from version `v` if the split routes
-//! to it (stable or canary). Inference goes through [`crate::serving::predict`], the native
+//! to it (stable or canary). Inference goes through [`crate::predict`], the native
 //! predict route's own path: the same team-scoped lookup (another team's deployment is 404),
 //! the member role, the batching engine, the metrics, the drift sample and the span.
 //!

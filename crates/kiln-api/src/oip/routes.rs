@@ -1,6 +1,6 @@
 //! The `/v2` handlers: health, server and model metadata, model readiness, and inference
-//! through [`crate::serving::predict`] (the native predict route's lookup, role check,
-//! routing, batching engine, metrics and drift sample).
+//! through [`crate::predict`] (the native predict route's lookup, role check and answers,
+//! and through it kiln-serving's routing, batching engine, metrics and drift sample).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +9,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures::StreamExt;
+use kiln_serving::{Engine, Live, Pick, Routing};
 use kiln_types::{ErrorCode, Role};
 use serde::Serialize;
 
@@ -17,9 +18,7 @@ use super::error::OipError;
 use super::tensor::{self, MetadataTensor, TensorRows};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::serving::engine::Engine;
-use crate::serving::predict::{self, Pick};
-use crate::serving::{Live, Routing};
+use crate::predict;
 use crate::state::AppState;
 
 /// The header carrying the JSON header's length of a request or response with binary data.

@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 
 use super::codec::{DataType, Element, Output, OutputData, OutputRequest, Request};
 use crate::error::ApiError;
-use crate::serving::predict::{MAX_PROBLEMS, Rows};
+use crate::predict::{MAX_PROBLEMS, Rows};
 
 /// A classifier's outputs.
 pub const LABEL: &str = "label";

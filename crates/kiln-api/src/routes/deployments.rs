@@ -6,26 +6,24 @@ use std::collections::HashSet;
 
 use actix_web::{HttpResponse, web};
 use kiln_db::repo::{deployments, models};
+use kiln_serving::{DriftError, Live, Pick, batching_of, traffic_of};
 use kiln_types::api::{
-    CreateDeployment, Deployment, DriftReport, FeatureDriftReport, Page, PatchDeployment,
-    PredictRequest, PredictResponse, TrafficSplit,
+    CreateDeployment, Deployment, DriftReport, Page, PatchDeployment, PredictRequest,
+    PredictResponse, TrafficSplit,
 };
 use kiln_types::{ErrorCode, Role};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::pagination::ListQuery;
-use crate::serving::{Live, batching_of, predict, traffic_of};
+use crate::predict;
 use crate::state::AppState;
 
 /// The weights of a split are percentages: they sum to this.
 const WEIGHT_TOTAL: u32 = 100;
-/// Sampled rows a feature needs before drift is judged: below it, PSI is dominated by
-/// sampling noise (one row of a feature gives a PSI of 7–8 against any training split).
-pub const MIN_DRIFT_SAMPLES: u64 = 100;
 
 fn view(row: &deployments::Deployment, live: Option<&Live>) -> Deployment {
     let routing = live.map(Live::routing);
@@ -381,7 +379,7 @@ pub async fn predict(
 ) -> Result<HttpResponse, ApiError> {
     let live = predict::find(&state, &caller, &path, Role::Member).await?;
     let rows = predict::Instances(body.into_inner().instances);
-    let served = predict::predict(&state, &live, predict::Pick::Routed, &rows).await?;
+    let served = predict::predict(&state, &live, Pick::Routed, &rows).await?;
     let version = served.engine.version;
     Ok(HttpResponse::Ok().insert_header(("X-Kiln-Model-Version", version.to_string())).json(
         PredictResponse {
@@ -430,64 +428,22 @@ pub async fn drift(
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
-    let live = state
-        .serving
-        .live(row.id)
-        .ok_or_else(|| ApiError::unavailable("the deployment", "not loaded yet in this process"))?;
-    let routing = live.routing();
-    let engine = match query.version {
-        Some(v) => routing.routes.iter().find(|r| r.engine.version == v),
-        None => routing.routes.iter().max_by_key(|r| r.weight),
-    }
-    .map(|r| r.engine.clone())
-    .ok_or_else(|| {
-        ApiError::new(ErrorCode::InvalidState, "that version is not serving in this deployment")
-    })?;
-    let stats = engine.training_stats.as_ref().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidState,
-            format!(
-                "version {} has no training statistics: drift is measured for models with named tabular inputs",
-                engine.version
-            ),
-        )
-    })?;
-    let inputs =
-        deployments::recent_inputs(&state.db, row.id, Some(engine.version), window).await?;
-    let rows: Vec<serde_json::Map<String, Value>> = inputs
-        .into_iter()
-        .filter_map(|v| match v {
-            Value::Object(map) => Some(map),
-            _ => None,
-        })
-        .collect();
-    let insufficient_samples = (rows.len() as u64) < MIN_DRIFT_SAMPLES;
-    let features: Vec<FeatureDriftReport> = stats
-        .drift(&rows)
-        .into_iter()
-        .map(|f| {
-            let too_few = insufficient_samples || f.rows < MIN_DRIFT_SAMPLES;
-            FeatureDriftReport {
-                drifted: !too_few && f.psi > threshold,
-                feature: f.name,
-                psi: f.psi,
-                rows: f.rows,
-                missing: f.missing,
-                insufficient_samples: too_few,
+    let report = state.serving.drift(&row, query.version, window, threshold).await.map_err(
+        |err| match err {
+            DriftError::NotLoaded => ApiError::unavailable("the deployment", err),
+            DriftError::NotServing | DriftError::NoTrainingStats(_) => {
+                ApiError::new(ErrorCode::InvalidState, err.to_string())
             }
-        })
-        .collect();
-    let drifted = features.iter().any(|f| f.drifted);
-    let max_psi = features.iter().map(|f| f.psi).fold(0.0, f64::max);
-    state.metrics.record_drift(&row.team_name, &row.name, engine.version, max_psi, drifted);
-    Ok(web::Json(DriftReport {
-        deployment: row.name,
-        model_version: engine.version,
-        window: rows.len() as u64,
-        threshold,
-        drifted,
-        features,
-        insufficient_samples,
-        min_samples: MIN_DRIFT_SAMPLES,
-    }))
+            DriftError::Repo(err) => err.into(),
+        },
+    )?;
+    let max_psi = report.features.iter().map(|f| f.psi).fold(0.0, f64::max);
+    state.metrics.record_drift(
+        &row.team_name,
+        &row.name,
+        report.model_version,
+        max_psi,
+        report.drifted,
+    );
+    Ok(web::Json(report))
 }

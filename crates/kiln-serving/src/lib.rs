@@ -1,7 +1,11 @@
-//! Prediction serving: deployments loaded into this process, each version on its own
-//! batching inference thread ([`engine`]), bundles cached by content hash ([`bundles`]), a
-//! sample of traffic kept for drift monitoring ([`samples`]), and one predict request's way
-//! through them, shared by the native and the Open Inference Protocol routes ([`predict`]).
+//! Kiln's inference runtime: what one process serves and how. It owns the deployments
+//! loaded into the process, each version on its own batching inference thread ([`engine`],
+//! with its batch policy), model bundles cached by content hash ([`bundles`]), the sample
+//! of traffic kept for drift monitoring ([`samples`]), a prediction's way through them once
+//! its rows are encoded ([`predict`]), and the drift report of a deployment against its
+//! training statistics ([`drift`]; the PSI maths is kiln-ml's). HTTP is not here: kiln-api's
+//! native and Open Inference Protocol routes authenticate, parse, encode and answer, and
+//! call this crate in between.
 //!
 //! PostgreSQL holds what should be served (the `deployments` rows, resolved through model
 //! aliases); [`Serving::sync`] makes this process serve exactly that. It runs after every
@@ -14,8 +18,13 @@
 //! Every lock on the predict path recovers from poisoning ([`read`], [`write`], [`lock`]): a
 //! panic while one is held (the data under these locks is replaced whole, never left half
 //! written) must not make every later request panic too.
+//!
+//! The Prometheus instruments ([`ServingMetrics`]) are registered on the registry the
+//! caller passes to [`Serving::start`]; their names and labels are those of
+//! docs/observability.md.
 
 pub mod bundles;
+pub mod drift;
 pub mod engine;
 pub mod predict;
 pub mod samples;
@@ -32,6 +41,15 @@ use kiln_types::api::{Batching, LoadedVersion, TrafficSplit};
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
+use uuid::Uuid;
+
+use self::bundles::BundleCache;
+use self::engine::{EngineConfig, EngineInstruments};
+use self::samples::SampleSink;
+
+pub use self::drift::{DriftError, MIN_DRIFT_SAMPLES};
+pub use self::engine::{Engine, InferenceError, SubmitError};
+pub use self::predict::{Pick, PickError, PredictError, Request, Served};
 
 /// Reads a lock, recovering it if a panic poisoned it.
 pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -47,11 +65,31 @@ pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
-use uuid::Uuid;
 
-use self::bundles::BundleCache;
-use self::engine::{Engine, EngineConfig, EngineInstruments};
-use self::samples::SampleSink;
+/// Why a model version could not be loaded for serving: its bundle could not be fetched,
+/// verified or parsed, or its inference thread could not start, load or warm it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("bundle hash `{0}` is not a sha256")]
+    NotASha256(String),
+    #[error("{0}")]
+    BadKey(#[source] kiln_store::StoreError),
+    #[error("creating the bundle cache {}: {source}", dir.display())]
+    CacheDir { dir: PathBuf, source: std::io::Error },
+    #[error("downloading the model bundle: {0}")]
+    Download(#[source] kiln_store::StoreError),
+    #[error("the stored model bundle does not match its sha256 {0}")]
+    DigestMismatch(String),
+    #[error("parsing the bundle: {0}")]
+    ParseTask(#[source] tokio::task::JoinError),
+    /// The bundle, its model or its warm-up was refused by kiln-ml.
+    #[error("{0}")]
+    Model(#[source] kiln_ml::MlError),
+    #[error("cannot start an inference thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the inference thread died while loading")]
+    ThreadDied,
+}
 
 /// Where serving runs its models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -586,7 +624,7 @@ impl Serving {
         row: &Row,
         bundle: &VersionBundle,
         batching: Batching,
-    ) -> Result<(Engine, Duration), String> {
+    ) -> Result<(Engine, Duration), LoadError> {
         let started = Instant::now();
         let (model, _) = self.inner.bundles.get(&bundle.bundle_key, &bundle.bundle_sha256).await?;
         let version = bundle.version.to_string();

@@ -15,6 +15,11 @@
 //! `Retry-After`) instead of queueing without bound. When the last handle to an engine is
 //! dropped (a hot swap moved traffic elsewhere and the in-flight requests finished), the
 //! channel closes, the thread answers what is still queued, and exits: draining is free.
+//!
+//! Each batch runs under a `kiln.serving.batch` span linked to the `kiln.serving.predict`
+//! span of every request in it, when traces leave the process
+//! ([`kiln_telemetry::traces_exported`]); without an exporter nobody could see either span,
+//! so neither is made (see docs/benchmarks.md, "Released binary vs the in-process bench").
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -30,14 +35,28 @@ use kiln_types::api::Batching;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::oneshot;
 
+use crate::LoadError;
+
 /// What a handler gets back: the predictions of its rows, or why inference failed.
-pub type Answer = Result<Vec<Prediction>, String>;
+pub type Answer = Result<Vec<Prediction>, InferenceError>;
+
+/// Why a batch's forward pass gave no predictions; every request of the batch gets it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InferenceError {
+    /// kiln-ml refused or failed the forward pass (its message).
+    #[error("{0}")]
+    Model(String),
+    /// libtorch or the bundle's code panicked during the forward pass.
+    #[error("inference panicked: {0}")]
+    Panicked(String),
+}
 
 struct Work {
     features: Vec<f32>,
     rows: usize,
     reply: oneshot::Sender<Answer>,
-    /// The request's span, which the batch span that answers it links to.
+    /// The request's span, which the batch span that answers it links to (only when
+    /// traces are exported).
     traceparent: Option<String>,
 }
 
@@ -117,11 +136,13 @@ impl BatchPolicy {
 }
 
 /// Why a request was not queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     /// The queue is full: answer 503 and let the client retry.
+    #[error("too many requests queued")]
     Overloaded,
     /// The inference thread is gone (it panicked): answer 503.
+    #[error("inference thread stopped")]
     Stopped,
 }
 
@@ -181,9 +202,9 @@ impl Engine {
         bundle: Arc<ModelBundle>,
         config: EngineConfig,
         instruments: EngineInstruments,
-    ) -> Result<Engine, String> {
+    ) -> Result<Engine, LoadError> {
         let (tx, rx) = sync_channel::<Work>(config.queue_capacity.max(1));
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<String, String>>();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<String, LoadError>>();
         let depth = Arc::new(AtomicU64::new(0));
         let thread_depth = depth.clone();
         let batching = config.batching;
@@ -208,13 +229,12 @@ impl Engine {
                         run(&model, &rx, batching, &thread_depth, &thread_instruments, &who);
                     }
                     Err(err) => {
-                        let _ = ready_tx.send(Err(err.to_string()));
+                        let _ = ready_tx.send(Err(LoadError::Model(err)));
                     }
                 }
             })
-            .map_err(|e| format!("cannot start an inference thread: {e}"))?;
-        let device =
-            ready_rx.await.map_err(|_| "the inference thread died while loading".to_owned())??;
+            .map_err(LoadError::Thread)?;
+        let device = ready_rx.await.map_err(|_| LoadError::ThreadDied)??;
         Ok(Engine {
             version: config.version,
             bundle_sha256: config.bundle_sha256,
@@ -338,34 +358,41 @@ fn run(
 }
 
 /// Runs one batch and answers each request with its slice of the predictions, under a
-/// `kiln.serving.batch` span linked to the span of every request in it.
+/// `kiln.serving.batch` span linked to the span of every request in it when traces are
+/// exported (without an exporter the span would be made, linked and dropped unseen).
 fn answer(model: &LoadedModel, batch: Vec<Work>, rows: usize, who: &(String, i32)) {
-    // A root span: each request it answers has its own trace, linked from here.
-    let span = tracing::info_span!(
-        parent: None,
-        "kiln.serving.batch",
-        deployment = %who.0,
-        model.version = who.1,
-        rows,
-        requests = batch.len(),
-    );
-    for traceparent in batch.iter().filter_map(|w| w.traceparent.as_deref()) {
-        kiln_telemetry::link_to(&span, traceparent);
-    }
+    let span = if kiln_telemetry::traces_exported() {
+        // A root span: each request it answers has its own trace, linked from here.
+        let span = tracing::info_span!(
+            parent: None,
+            "kiln.serving.batch",
+            deployment = %who.0,
+            model.version = who.1,
+            rows,
+            requests = batch.len(),
+        );
+        for traceparent in batch.iter().filter_map(|w| w.traceparent.as_deref()) {
+            kiln_telemetry::link_to(&span, traceparent);
+        }
+        span
+    } else {
+        tracing::Span::none()
+    };
     let _entered = span.enter();
     // A panic in libtorch or the bundle's code fails this batch, not every later one.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         if batch.len() == 1 {
-            model.predict_features(&batch[0].features, rows).map_err(|e| e.to_string())
+            model.predict_features(&batch[0].features, rows)
         } else {
             let mut features = Vec::with_capacity(batch.iter().map(|w| w.features.len()).sum());
             for work in &batch {
                 features.extend_from_slice(&work.features);
             }
-            model.predict_features(&features, rows).map_err(|e| e.to_string())
+            model.predict_features(&features, rows)
         }
+        .map_err(|e| InferenceError::Model(e.to_string()))
     }))
-    .unwrap_or_else(|panic| Err(format!("inference panicked: {}", panic_message(&*panic))));
+    .unwrap_or_else(|panic| Err(InferenceError::Panicked(panic_message(&*panic).to_owned())));
     match result {
         Ok(predictions) => {
             let mut predictions = predictions.into_iter();
@@ -374,10 +401,10 @@ fn answer(model: &LoadedModel, batch: Vec<Work>, rows: usize, who: &(String, i32
                 let _ = work.reply.send(Ok(mine));
             }
         }
-        Err(message) => {
-            tracing::error!(deployment = %who.0, model.version = who.1, error = %message, "batch failed");
+        Err(error) => {
+            tracing::error!(deployment = %who.0, model.version = who.1, error = %error, "batch failed");
             for work in batch {
-                let _ = work.reply.send(Err(message.clone()));
+                let _ = work.reply.send(Err(error.clone()));
             }
         }
     }

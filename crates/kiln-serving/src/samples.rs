@@ -21,6 +21,7 @@ const BATCH: usize = 500;
 /// How long a partial batch waits for more.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
+/// Where predict requests offer their rows for the drift sample. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SampleSink {
     tx: mpsc::Sender<Sample>,
@@ -41,7 +42,7 @@ impl Cap {
     /// How many of `wanted` rows deployment `id` may keep now.
     fn take(&self, id: Uuid, wanted: usize) -> usize {
         let now = Instant::now();
-        let mut buckets = super::lock(&self.buckets);
+        let mut buckets = crate::lock(&self.buckets);
         let (tokens, last) = buckets.entry(id).or_insert((self.per_second, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
             .min(self.per_second.max(1.0));

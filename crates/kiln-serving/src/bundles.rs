@@ -10,6 +10,8 @@ use kiln_store::{ArtifactStore, Key};
 use prometheus::IntCounterVec;
 use sha2::{Digest, Sha256};
 
+use crate::LoadError;
+
 /// Where a bundle came from, for the cache metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -28,6 +30,8 @@ impl Source {
     }
 }
 
+/// The bundles of this process, by sha256: shared in memory while loaded, on disk under
+/// `KILN_SERVING_CACHE_DIR` across restarts.
 #[derive(Debug)]
 pub struct BundleCache {
     dir: PathBuf,
@@ -48,11 +52,15 @@ impl BundleCache {
 
     /// The bundle with this content hash, from memory, disk or the store (verified against
     /// the hash wherever it came from).
-    pub async fn get(&self, key: &str, sha256: &str) -> Result<(Arc<ModelBundle>, Source), String> {
+    pub async fn get(
+        &self,
+        key: &str,
+        sha256: &str,
+    ) -> Result<(Arc<ModelBundle>, Source), LoadError> {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("bundle hash `{sha256}` is not a sha256"));
+            return Err(LoadError::NotASha256(sha256.to_owned()));
         }
-        if let Some(bundle) = super::lock(&self.memory).get(sha256).and_then(Weak::upgrade) {
+        if let Some(bundle) = crate::lock(&self.memory).get(sha256).and_then(Weak::upgrade) {
             self.loads.with_label_values(&[Source::Memory.label()]).inc();
             return Ok((bundle, Source::Memory));
         }
@@ -63,10 +71,10 @@ impl BundleCache {
         };
         let bundle = tokio::task::spawn_blocking(move || ModelBundle::from_bytes(&bytes))
             .await
-            .map_err(|e| format!("parsing the bundle: {e}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(LoadError::ParseTask)?
+            .map_err(LoadError::Model)?;
         let bundle = Arc::new(bundle);
-        let mut memory = super::lock(&self.memory);
+        let mut memory = crate::lock(&self.memory);
         memory.retain(|_, weak| weak.strong_count() > 0);
         // Two loads racing: keep the first, so both engines share one copy.
         let bundle = match memory.get(sha256).and_then(Weak::upgrade) {
@@ -80,20 +88,20 @@ impl BundleCache {
         Ok((bundle, source))
     }
 
-    async fn download(&self, key: &str, sha256: &str, path: &Path) -> Result<Vec<u8>, String> {
-        let key = Key::parse(key.to_owned()).map_err(|e| e.to_string())?;
+    async fn download(&self, key: &str, sha256: &str, path: &Path) -> Result<Vec<u8>, LoadError> {
+        let key = Key::parse(key.to_owned()).map_err(LoadError::BadKey)?;
         let dir = path.parent().expect("cache paths have a parent");
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|e| format!("creating the bundle cache {}: {e}", dir.display()))?;
+            .map_err(|source| LoadError::CacheDir { dir: dir.to_owned(), source })?;
         kiln_store::download_to_file(self.store.as_ref(), &key, path)
             .await
-            .map_err(|e| format!("downloading the model bundle: {e}"))?;
+            .map_err(LoadError::Download)?;
         match read_verified(path, sha256).await {
             Some(bytes) => Ok(bytes),
             None => {
                 let _ = tokio::fs::remove_file(path).await;
-                Err(format!("the stored model bundle does not match its sha256 {sha256}"))
+                Err(LoadError::DigestMismatch(sha256.to_owned()))
             }
         }
     }

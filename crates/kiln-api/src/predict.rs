@@ -1,24 +1,22 @@
-//! One prediction request, whatever protocol it came in: the native
+//! One prediction request's HTTP side, whatever protocol it came in: the native
 //! `POST /v1/deployments/{name}/predict` and the Open Inference Protocol's
 //! `POST /v2/models/{name}/infer` both run [`find`] then [`predict`], so they share the
 //! deployment lookup (team-scoped: another team's deployment is 404), the role check, the
-//! routing pick (canary split), the batching engine, the per-version metrics, the drift
-//! sample and the `kiln.serving.predict` span. What differs is how rows arrive, which a
-//! protocol says through [`Rows`].
+//! row count and encoding checks and the answers of every failure. What happens between
+//! (the routing pick, the batching engine, the per-version metrics, the drift sample, the
+//! `kiln.serving.predict` span) is kiln-serving's [`kiln_serving::predict`]. What differs
+//! is how rows arrive, which a protocol says through [`Rows`].
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kiln_db::repo::deployments;
 use kiln_ml::{ExtraFields, Preprocessor};
-use kiln_types::api::Prediction;
+use kiln_serving::{Engine, Live, Pick, PickError, PredictError, Served};
 use kiln_types::{ErrorCode, Role};
 use serde_json::{Map, Value};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::serving::Live;
-use crate::serving::engine::{Engine, SubmitError};
 use crate::state::AppState;
 
 /// Bad fields reported per predict request, at most.
@@ -86,24 +84,6 @@ impl Rows for Instances {
     }
 }
 
-/// Which of a deployment's versions answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pick {
-    /// One picked by the traffic split's weights.
-    Routed,
-    /// This version, if the split routes to it (stable or canary); else 404.
-    Version(i32),
-}
-
-/// What a prediction answered.
-#[derive(Debug)]
-pub struct Served {
-    /// The version that answered.
-    pub engine: Arc<Engine>,
-    /// One per row, in order.
-    pub predictions: Vec<Prediction>,
-}
-
 async fn sync(state: &AppState) {
     if let Err(err) = state.serving.sync().await {
         tracing::warn!(error = %err, "serving sync failed after a change; the periodic sync retries");
@@ -138,26 +118,35 @@ pub async fn find(
     Ok(live)
 }
 
+/// The answer when no version of a deployment can take a request: 503 when none takes
+/// traffic, 404 when the split does not route to the version asked for.
+impl From<PickError> for ApiError {
+    fn from(err: PickError) -> Self {
+        match err {
+            PickError::NoVersion { why } => ApiError::unavailable("the deployment", why),
+            PickError::NotServed { .. } => ApiError::new(ErrorCode::NotFound, err.to_string()),
+        }
+    }
+}
+
+/// 503 with `Retry-After` for a full queue or a stopped inference thread; 500 (the cause
+/// logged, not answered) for a failed forward pass.
+impl From<PredictError> for ApiError {
+    fn from(err: PredictError) -> Self {
+        match err {
+            PredictError::Overloaded { .. } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(ErrorCode::Overloaded, err.to_string())
+            },
+            PredictError::Stopped => ApiError::unavailable("the deployment", err),
+            PredictError::Inference(err) => ApiError::internal(err),
+        }
+    }
+}
+
 /// The engine of version `version` when the deployment's split routes to it.
 pub fn serving_version(live: &Live, version: i32) -> Result<Arc<Engine>, ApiError> {
-    let routing = live.routing();
-    routing
-        .routes
-        .iter()
-        .find(|r| r.engine.version == version)
-        .map(|r| r.engine.clone())
-        .ok_or_else(|| {
-            let serving: Vec<String> =
-                routing.routes.iter().map(|r| r.engine.version.to_string()).collect();
-            ApiError::new(
-                ErrorCode::NotFound,
-                format!(
-                    "deployment `{}` does not serve version {version} (it serves {})",
-                    live.row.name,
-                    if serving.is_empty() { "no version".to_owned() } else { serving.join(", ") }
-                ),
-            )
-        })
+    Ok(live.serving_version(version)?)
 }
 
 /// Predicts `rows` on the deployment: picks a version, encodes the rows for it, queues
@@ -169,83 +158,24 @@ pub async fn predict(
     pick: Pick,
     rows: &impl Rows,
 ) -> Result<Served, ApiError> {
-    let started = Instant::now();
-    let engine = match pick {
-        Pick::Routed => {
-            let routing = live.routing();
-            routing.pick().cloned().ok_or_else(|| {
-                let why =
-                    routing.error.clone().unwrap_or_else(|| "no version takes traffic".to_owned());
-                ApiError::unavailable("the deployment", why)
-            })?
-        }
-        Pick::Version(version) => serving_version(live, version)?,
-    };
-    let metrics = engine.instruments();
+    let request = state.serving.request(live, pick)?;
     let max = state.serving.args().max_instances;
     if rows.is_empty() || rows.len() > max {
-        metrics.invalid.inc();
+        request.reject();
         return Err(rows.count_error(max));
     }
     let extra =
         if live.row.allow_extra_features { ExtraFields::Ignore } else { ExtraFields::Refuse };
-    let features = rows.encode(&engine.preprocessing, extra).inspect_err(|_| {
-        metrics.invalid.inc();
-    })?;
-    let span = tracing::info_span!(
-        "kiln.serving.predict",
-        team.id = %live.row.team_id,
-        deployment = %live.row.name,
-        model.version = engine.version,
-        instances = rows.len(),
-    );
-    let traceparent = kiln_telemetry::traceparent(&span);
-    let answer = engine.submit(features, rows.len(), traceparent).map_err(|err| {
-        metrics.overloaded.inc();
-        match err {
-            SubmitError::Overloaded => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    ErrorCode::Overloaded,
-                    format!(
-                        "deployment `{}` has too many requests queued; retry shortly",
-                        live.row.name
-                    ),
-                )
-            },
-            SubmitError::Stopped => {
-                ApiError::unavailable("the deployment", "inference thread stopped")
-            }
-        }
-    })?;
-    let predictions = match tracing::Instrument::instrument(answer, span).await {
-        Ok(Ok(predictions)) => predictions,
-        Ok(Err(message)) => {
-            metrics.failed.inc();
-            return Err(ApiError::internal(message));
-        }
-        Err(_) => {
-            metrics.failed.inc();
-            return Err(ApiError::unavailable("the deployment", "inference thread stopped"));
+    let preprocessing = &request.engine().preprocessing;
+    let features = match rows.encode(preprocessing, extra) {
+        Ok(features) => features,
+        Err(err) => {
+            request.reject();
+            return Err(err);
         }
     };
-    let predictions: Vec<Prediction> = predictions
-        .into_iter()
-        .map(|p| match p {
-            kiln_ml::Prediction::Class { label, probabilities } => {
-                Prediction::Class { label, probabilities }
-            }
-            kiln_ml::Prediction::Value { value } => Prediction::Value { value },
-        })
-        .collect();
-    state.serving.samples().offer_with(
-        live.row.id,
-        engine.version,
-        rows.len(),
-        |i| rows.instance(&engine.preprocessing, i),
-        &predictions,
-    );
-    metrics.ok.inc();
-    metrics.latency.observe(started.elapsed().as_secs_f64());
-    Ok(Served { engine, predictions })
+    let engine = request.engine().clone();
+    let served =
+        request.run(features, rows.len(), |i| rows.instance(&engine.preprocessing, i)).await?;
+    Ok(served)
 }
