@@ -273,7 +273,7 @@ async fn a_model_version_in_use_is_not_deleted_and_the_users_are_named() {
     let body = assert_error(app.delete(v1, &team.maintainer).await, 409, "in_use").await;
     assert_eq!(
         body["error"]["details"],
-        json!({"aliases": ["production"], "deployments": ["follows"]})
+        json!({"aliases": ["production"], "deployments": ["follows"], "jobs": []})
     );
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("1 aliases") && message.contains("1 deployments"), "{message}");
@@ -283,7 +283,10 @@ async fn a_model_version_in_use_is_not_deleted_and_the_users_are_named() {
         "in_use",
     )
     .await;
-    assert_eq!(body["error"]["details"], json!({"aliases": [], "deployments": ["pinned"]}));
+    assert_eq!(
+        body["error"]["details"],
+        json!({"aliases": [], "deployments": ["pinned"], "jobs": []})
+    );
     let body = assert_error(
         app.delete("/v1/models/iris/versions/3", &team.maintainer).await,
         409,
@@ -292,7 +295,7 @@ async fn a_model_version_in_use_is_not_deleted_and_the_users_are_named() {
     .await;
     assert_eq!(
         body["error"]["details"],
-        json!({"aliases": [], "deployments": ["follows"]}),
+        json!({"aliases": [], "deployments": ["follows"], "jobs": []}),
         "a canary share"
     );
 
