@@ -16,7 +16,9 @@
 # BENCH_SKIP_SWEEP=1 to skip the sweeps, and BENCH_AB (a `|`-separated list of environment
 # settings, e.g. 'RUST_LOG=warn|OTEL_SDK_DISABLED=true') to restart kiln-api under each and
 # measure the default deployment at BENCH_AB_CONNECTIONS (32) after the default process:
-# what logging, spans and trace ids cost the shipped binary.
+# what logging, spans and trace ids cost the shipped binary. BENCH_DEVICE=cuda (on a GPU
+# machine; scripts/gpu-check.sh) serves and trains on CUDA (KILN_SERVING_DEVICE,
+# KILN_WORKER_DEVICE) and refuses to measure unless the deployments report cuda.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$KILN_ROOT"
@@ -78,6 +80,8 @@ kiln admin migrate
 export KILN_TOKEN
 KILN_TOKEN=$(kiln admin bootstrap --name bench)
 admin="$KILN_TOKEN"
+device="${BENCH_DEVICE:-cpu}"
+export KILN_SERVING_DEVICE="$device" KILN_WORKER_DEVICE="$device"
 start_api() { # [VAR=value ...]: kiln-api with these settings on top of the defaults
   env KILN_SERVING_CACHE_DIR="$state/serving-cache" "$@" setsid nohup "$bin/kiln-api" \
     >>"$state/logs/kiln-api.log" 2>&1 </dev/null &
@@ -152,6 +156,18 @@ for url in "$KILN_API_URL" "http://127.0.0.1:$flask_port" "http://127.0.0.1:$lit
   json_field '["predictions"][0]["label"]' <"$state/answer" >>"$state/labels"
 done
 [ "$(sort -u "$state/labels" | wc -l)" = 1 ] || { kiln_log "the servers disagree"; cat "$state/labels"; exit 1; }
+# Where the deployments serve (and where the worker trained): the device asked for, or stop.
+for d in wine digits; do
+  curl -fsS -H "Authorization: Bearer $KILN_TOKEN" -H 'content-type: application/json' \
+    -d "@$state/$d-body.json" "$KILN_API_URL/v1/deployments/$d/predict" >/dev/null
+  for _ in $(seq 1 300); do
+    served=$(kiln --output json deployments show "$d" | json_field '.get("versions_loaded") or [{}]' 2>/dev/null || true)
+    case "$served" in *"'device': '"*) break ;; esac
+    sleep 0.2
+  done
+  kiln_log "deployment $d serves on: $served"
+  case "$served" in *"'device': '$device"*) ;; *) kiln_log "deployment $d is not on $device"; exit 1 ;; esac
+done
 
 cores=$(nproc)
 sweep() { "$venv/bin/python" scripts/bench/serving_sweep.py --token "$KILN_TOKEN" \
