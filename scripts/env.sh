@@ -254,8 +254,26 @@ kiln_ensure_openapi_python_client() {
 }
 
 # A free TCP port on 127.0.0.1.
+# A free TCP port on 127.0.0.1, chosen at random below the kernel's ephemeral range: two
+# calls before either port is bound (quickstart's PostgreSQL and API ports) must not get the
+# same one, which bind(0) would readily hand out again once the first probe closed.
 kiln_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  python3 -c '
+import random, socket
+for _ in range(200):
+    port = random.randint(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port found in 20000-32000")
+'
 }
 
 # Polls URL until it answers 2xx, for at most $2 seconds (default 60).
