@@ -43,7 +43,8 @@ kiln_start_private_postgres "$state/postgres" "$pg_port"
 psql "postgres://postgres@127.0.0.1:$pg_port/postgres" -Xqc "create database kiln" >/dev/null
 export KILN_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/kiln"
 export KILN_ARTIFACT_STORE="file://$state/artifacts"
-export KILN_API_BIND="127.0.0.1:$(kiln_free_port)" KILN_API_URL="http://$KILN_API_BIND"
+export KILN_API_BIND="127.0.0.1:$(kiln_free_port)"
+export KILN_API_URL="http://$KILN_API_BIND"
 export KILN_WORKER_METRICS_BIND="127.0.0.1:$(kiln_free_port)"
 kiln admin migrate
 export KILN_TOKEN
@@ -82,7 +83,7 @@ t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 print((t(b["finished_at"]) - t(b["started_at"])).total_seconds())
 PY
 )
-worker_line=$(kiln --output json jobs logs "$batch_id" | python3 -c 'import json,sys; print([l["message"] for l in json.load(sys.stdin) if l["message"].startswith("completed")][-1])' 2>/dev/null || echo "-")
+worker_line=$(api GET "/v1/jobs/$batch_id/logs?limit=500" | python3 -c 'import json,sys; print([l["message"] for l in json.load(sys.stdin)["items"] if l["message"].startswith("completed")][-1])')
 kiln batch-predictions download "$batch_id" --to "$state/out.csv" >/dev/null
 batch_labels=$(python3 -c "
 import csv, collections, json, sys

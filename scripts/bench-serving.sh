@@ -13,6 +13,8 @@
 #
 # Settings: BENCH_SECONDS (10), BENCH_CONNECTIONS (1,8,32,128), BENCH_WRK_THREADS (2),
 # BENCH_NO_BUILD=1 to use the release binaries already in $CARGO_TARGET_DIR/release,
+# BENCH_ROUNDS (1) rounds per concurrency in rotated order (medians), BENCH_POLICY=1 for the
+# policy comparison alone (see below),
 # BENCH_SKIP_SWEEP=1 to skip the sweeps, and BENCH_AB (a `|`-separated list of environment
 # settings, e.g. 'RUST_LOG=warn|OTEL_SDK_DISABLED=true') to restart kiln-api under each and
 # measure the default deployment at BENCH_AB_CONNECTIONS (32) after the default process:
@@ -171,8 +173,17 @@ done
 
 cores=$(nproc)
 sweep() { "$venv/bin/python" scripts/bench/serving_sweep.py --token "$KILN_TOKEN" \
-  --seconds "$seconds" --threads "$threads" "$@"; }
-if [ -z "${BENCH_SKIP_SWEEP:-}" ]; then
+  --seconds "$seconds" --threads "$threads" --rounds "${BENCH_ROUNDS:-1}" "$@"; }
+# BENCH_POLICY=1: only the batching policy (defaults vs batching off vs greedy), no baselines,
+# at BENCH_CONNECTIONS (use 1,8,32,128,256) with BENCH_ROUNDS rounds in rotated order.
+if [ -n "${BENCH_POLICY:-}" ]; then
+sweep --body "$state/wine-body.json" --connections "$connections" \
+  --title "Batching policy: wine MLP, one instance per request, wrk -t$threads -d${seconds}s, $cores cores, ${BENCH_ROUNDS:-1} rounds (median)" \
+  --target "Kiln (defaults)=$KILN_API_URL/v1/deployments/wine/predict" \
+  --target "Kiln, batching off=$KILN_API_URL/v1/deployments/wine-off/predict" \
+  --target "Kiln, greedy (max_wait_ms 0)=$KILN_API_URL/v1/deployments/wine-greedy/predict" \
+  --baseline "Kiln, batching off" --baseline "Kiln, greedy (max_wait_ms 0)"
+elif [ -z "${BENCH_SKIP_SWEEP:-}" ]; then
 sweep --body "$state/wine-body.json" --connections "$connections" \
   --title "Wine MLP 13→32→3, one instance per request, wrk -t$threads -d${seconds}s, $cores cores, release binaries with default settings" \
   --target "Kiln (defaults)=$KILN_API_URL/v1/deployments/wine/predict" \
