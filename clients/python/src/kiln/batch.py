@@ -5,95 +5,34 @@ from __future__ import annotations
 
 import io
 import os
-import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ._followed import Followed
 from ._http import Transport
 from ._resource import id_of
-from .errors import KilnError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
-
-class BatchPrediction:
+class BatchPrediction(Followed):
     """A batch prediction. Fields of ``GET /v1/batch-predictions/{id}`` read as attributes
     (``b.state``, ``b.progress``, ``b.bad_rows``, ``b.bad_row_samples``, ``b.output``) or
-    keys; they are as of the last :meth:`refresh` (which :meth:`wait` calls). Its id is
-    also its job's: ``client.jobs.get(b.id).logs()`` reads its log."""
+    keys; they are as of the last :meth:`refresh` (which :meth:`wait` calls: a live bar in
+    rows). Its id is also its job's: ``client.jobs.get(b.id).logs()`` reads its log."""
 
-    def __init__(self, http: Transport, data: Mapping[str, Any]):
-        self._http = http
-        self.data: dict[str, Any] = dict(data)
-
-    @property
-    def id(self) -> str:
-        return self.data["id"]
-
-    @property
-    def state(self) -> str:
-        return self.data["state"]
-
-    @property
-    def done(self) -> bool:
-        return self.state in TERMINAL
-
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
-
-    def __getattr__(self, name: str) -> Any:
-        data = self.__dict__.get("data") or {}
-        if name in data:
-            return data[name]
-        raise AttributeError(f"BatchPrediction has no field {name!r}")
+    _path = "/v1/batch-predictions"
+    _noun = "batch prediction"
 
     def __repr__(self) -> str:
         p = self.data.get("progress") or {}
         return f"<BatchPrediction {self.id} {self.state} rows {p.get('rows_done')}/{p.get('rows')}>"
 
-    def refresh(self) -> "BatchPrediction":
-        self.data = self._http.json("GET", f"/v1/batch-predictions/{self.id}")
-        return self
-
     def cancel(self) -> "BatchPrediction":
         """Stops it (its job): the parts already stored are kept."""
         self._http.json("POST", f"/v1/jobs/{self.id}/cancel")
         return self.refresh()
-
-    def wait(self, progress: bool = True, *, poll: float = 1.0, timeout: float | None = None,
-             raise_on_failure: bool = True) -> "BatchPrediction":
-        """Blocks until it ends; a live bar counts rows with ``progress=True``. Ending
-        ``failed`` or ``cancelled`` raises ``KilnError(code="job_failed")`` unless
-        ``raise_on_failure=False``; ``timeout`` seconds raise ``KilnError("timeout")``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pbar = None
-        try:
-            while True:
-                self.refresh()
-                if progress:
-                    pbar = self._show(pbar)
-                if self.done:
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise KilnError("timeout", f"batch prediction {self.id} is still {self.state} after {timeout} s")
-                time.sleep(poll)
-        except KeyboardInterrupt:
-            print(f"stopped waiting; batch prediction {self.id} goes on ({self.state}).", file=sys.stderr)
-            raise
-        finally:
-            if pbar is not None:
-                pbar.close()
-        if raise_on_failure and self.state != "succeeded":
-            raise KilnError(
-                "job_failed",
-                f"batch prediction {self.id} ended {self.state}" + (f": {self.error}" if self.data.get("error") else ""),
-                details={"id": self.id, "state": self.state, "error": self.data.get("error")},
-            )
-        return self
 
     def _show(self, pbar: Any) -> Any:
         from tqdm.auto import tqdm

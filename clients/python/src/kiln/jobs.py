@@ -3,10 +3,9 @@ DataFrame and its logs, cancel and retry."""
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, overload
 
+from ._followed import TERMINAL, Followed  # noqa: F401  (TERMINAL: kiln.jobs' public name)
 from ._frames import series_frame
 from ._http import Transport
 from ._resource import Resource, id_of
@@ -15,8 +14,6 @@ from .errors import KilnError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
-#: States a job does not leave.
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
 
 #: Keyword arguments of :meth:`Jobs.submit` that go under ``hyperparameters``.
 HYPERPARAMETERS = (
@@ -40,34 +37,16 @@ class LogLine(Resource):
     attempt: int | None
 
 
-class Job:
+class Job(Followed):
     """A training job. Fields of ``GET /v1/jobs/{id}`` read as attributes (``job.state``,
     ``job.progress``, ``job.metrics_final``...) or keys (``job["error"]``); they are as of
-    the last :meth:`refresh` (which :meth:`wait` calls)."""
+    the last :meth:`refresh` (which :meth:`wait` calls: a live bar of epochs and the latest
+    value of each metric series)."""
 
-    def __init__(self, http: Transport, data: Mapping[str, Any]):
-        self._http = http
-        self.data: dict[str, Any] = dict(data)
+    _path = "/v1/jobs"
+    _noun = "job"
 
     # -- fields -------------------------------------------------------------------------
-    @property
-    def id(self) -> str:
-        return self.data["id"]
-
-    @property
-    def state(self) -> str:
-        """``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
-        return self.data["state"]
-
-    @property
-    def done(self) -> bool:
-        """True once the job has ended (succeeded, failed or cancelled)."""
-        return self.state in TERMINAL
-
-    @property
-    def error(self) -> str | None:
-        return self.data.get("error")
-
     @property
     def progress(self) -> dict[str, Any]:
         """``{"epoch": done so far or None, "epochs": planned}``."""
@@ -82,26 +61,15 @@ class Job:
     def spec(self) -> dict[str, Any]:
         return dict(self.data.get("spec") or {})
 
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
-
-    def __getattr__(self, name: str) -> Any:
-        data = self.__dict__.get("data") or {}
-        if name in data:
-            return data[name]
-        raise AttributeError(f"Job has no field {name!r}")
-
     def __repr__(self) -> str:
         p = self.progress
         epochs = f" epoch {p.get('epoch')}/{p.get('epochs')}" if p.get("epochs") else ""
         return f"<Job {self.id} {self.state}{epochs}>"
 
-    # -- actions ------------------------------------------------------------------------
-    def refresh(self) -> "Job":
-        """Reads the job again (``GET /v1/jobs/{id}``); answers itself."""
-        self.data = self._http.json("GET", f"/v1/jobs/{self.id}")
-        return self
+    def _failure_details(self) -> dict[str, Any]:
+        return {"job_id": self.id, "state": self.state, "error": self.error}
 
+    # -- actions ------------------------------------------------------------------------
     def cancel(self) -> "Job":
         """Asks the job to stop: a queued job ends ``cancelled`` at once, a running one
         within a heartbeat or a batch. ``KilnError(code="invalid_state")`` once it ended."""
@@ -160,59 +128,6 @@ class Job:
             cursor = page.get("next_cursor") or cursor
             if page.get("done"):
                 return
-
-    def wait(
-        self,
-        progress: bool = True,
-        *,
-        poll: float = 1.0,
-        timeout: float | None = None,
-        raise_on_failure: bool = True,
-    ) -> "Job":
-        """Blocks until the job ends and answers it.
-
-        With ``progress=True`` a live bar shows the epoch and the latest value of each
-        metric series (in a notebook: a widget bar, when ipywidgets is installed). A job
-        that ends ``failed`` or ``cancelled`` raises ``KilnError(code="job_failed")``
-        with its error (``raise_on_failure=False``: answer it instead). ``timeout``
-        seconds without an end raise ``KilnError(code="timeout")``.
-
-        Interrupting the wait (Ctrl-C, the notebook's stop button) does **not** cancel
-        the job: it keeps running on its worker, the bar closes, a line says so and the
-        ``KeyboardInterrupt`` goes on. Call :meth:`cancel` to stop the job itself.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pbar = None
-        try:
-            while True:
-                self.refresh()
-                if progress:
-                    pbar = self._show(pbar)
-                if self.done:
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise KilnError("timeout", f"job {self.id} is still {self.state} after {timeout} s")
-                time.sleep(poll)
-        except KeyboardInterrupt:
-            if pbar is not None:
-                pbar.close()
-                pbar = None
-            print(
-                f"stopped waiting; job {self.id} goes on ({self.state}). "
-                "job.wait() to follow it again, job.cancel() to stop it.",
-                file=sys.stderr,
-            )
-            raise
-        finally:
-            if pbar is not None:
-                pbar.close()
-        if raise_on_failure and self.state != "succeeded":
-            raise KilnError(
-                "job_failed",
-                f"job {self.id} ended {self.state}" + (f": {self.error}" if self.error else ""),
-                details={"job_id": self.id, "state": self.state, "error": self.error},
-            )
-        return self
 
     def _show(self, pbar: Any) -> Any:
         from tqdm.auto import tqdm
