@@ -128,3 +128,61 @@ fn an_input_that_cannot_fit_the_model_is_refused_before_scoring() {
     let err = ScoringInput::open(meta, npz, None).unwrap_err();
     assert!(err.to_string().contains("takes named columns"), "{err}");
 }
+
+#[test]
+fn an_array_model_scores_an_npz_and_a_regression_writes_values() {
+    init();
+    // Digits from NPZ: `x` is N×64, the model's sample shape.
+    let digits = spec(
+        "classification",
+        None,
+        json!({"type": "mlp", "hidden": [16]}),
+        json!({"epochs": 3, "batch_size": 64, "seed": 5}),
+    );
+    let data = prepared(&digits, "digits.npz");
+    let model = train_to_end(&digits, &data, &cpu()).bundle.load(DeviceChoice::Cpu).unwrap();
+    let npz = std::fs::read(data_path("digits.npz")).unwrap();
+    let input = ScoringInput::open(model.meta(), npz, None).unwrap();
+    assert!(input.header().starts_with("row,label,p_"), "{}", input.header());
+    let part = input.from_row(0).next_part(&model, 100).unwrap().unwrap();
+    assert_eq!((part.rows, part.predictions, part.bad.len()), (100, 100, 0));
+    // The same samples as predict instances (`{"x": [...]}`, the CSV file's rows).
+    let text = std::fs::read_to_string(data_path("digits.csv")).unwrap();
+    let instances: Vec<serde_json::Map<String, serde_json::Value>> = text
+        .lines()
+        .skip(1)
+        .take(100)
+        .map(|line| {
+            let x: Vec<f64> = line.split(',').take(64).map(|v| v.parse().unwrap()).collect();
+            [("x".to_owned(), json!(x))].into_iter().collect()
+        })
+        .collect();
+    let online = model.predict(&instances).unwrap();
+    let csv = String::from_utf8(part.csv).unwrap();
+    for (line, p) in csv.lines().skip(1).zip(&online) {
+        let Prediction::Class { label, .. } = p else { panic!("a class") };
+        assert_eq!(line.split(',').nth(1).unwrap(), label, "{line}");
+    }
+
+    // Wine's alcohol by regression: one `value` column, the predicted number.
+    let alcohol = spec(
+        "regression",
+        Some("alcohol"),
+        json!({"type": "mlp", "hidden": [8]}),
+        json!({"epochs": 5, "batch_size": 16, "seed": 5}),
+    );
+    let data = prepared(&alcohol, "wine.csv");
+    let model = train_to_end(&alcohol, &data, &cpu()).bundle.load(DeviceChoice::Cpu).unwrap();
+    let wine = std::fs::read(data_path("wine.csv")).unwrap();
+    let input = ScoringInput::open(model.meta(), wine, None).unwrap();
+    assert_eq!(input.header(), "row,value");
+    let part = input.from_row(170).next_part(&model, 100).unwrap().unwrap();
+    assert_eq!((part.rows, part.predictions), (8, 8), "178 rows, from row 170");
+    let values: Vec<f64> = String::from_utf8(part.csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(values.iter().all(|v| v.is_finite() && (5.0..20.0).contains(v)), "{values:?}");
+}
