@@ -65,7 +65,7 @@ pub use prepare::{
     ColumnEncoding, ExtraFields, InputEncoding, InputProblem, Prepared, Preprocessor, Raw,
     TargetEncoding, prepare,
 };
-pub use score::{PartScorer, ScoredPart, ScoringInput};
+pub use score::{PartScorer, ScoredPart, ScoringInput, schema_problem};
 pub use train::{
     NoObserver, StepProgress, StopReason, TrainObserver, TrainOptions, TrainOutcome, TrainedModel,
     train,

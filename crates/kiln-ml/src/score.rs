@@ -14,12 +14,70 @@
 
 use std::io::Cursor;
 
-use kiln_types::BadRow;
+use kiln_types::{BadRow, DatasetSchema};
 
 use crate::bundle::{LoadedModel, ModelMeta, Prediction};
 use crate::error::{MlError, Result};
 use crate::npy;
 use crate::prepare::{ColumnEncoding, InputEncoding, Raw, TargetEncoding};
+
+/// Why a dataset (by its schema, before any byte is read) cannot be scored by a model:
+/// `(field, message)` with `field` `dataset_id` or `id_column`, the API's 422 at
+/// submission. [`ScoringInput::open`] makes the same checks on the bytes.
+pub fn schema_problem(
+    meta: &ModelMeta,
+    schema: &DatasetSchema,
+    id_column: Option<&str>,
+) -> Option<(&'static str, String)> {
+    match (&meta.preprocessing.input, schema) {
+        (InputEncoding::Columns { columns }, DatasetSchema::Csv(csv)) => {
+            let has = |name: &str| csv.columns.iter().any(|c| c.name == name);
+            let missing: Vec<&str> =
+                columns.iter().map(ColumnEncoding::name).filter(|n| !has(n)).collect();
+            if !missing.is_empty() {
+                return Some((
+                    "dataset_id",
+                    format!(
+                        "the dataset lacks the model's feature column(s): {}",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            match id_column {
+                Some(name) if !has(name) => {
+                    Some(("id_column", format!("the dataset has no column `{name}`")))
+                }
+                _ => None,
+            }
+        }
+        (InputEncoding::Columns { .. }, _) => Some((
+            "dataset_id",
+            "this model takes named columns (it was trained on a CSV dataset): score a CSV file"
+                .to_owned(),
+        )),
+        (InputEncoding::Tensor { shape, .. }, DatasetSchema::Npz(npz)) => {
+            if id_column.is_some() {
+                return Some(("id_column", "applies to CSV inputs only".to_owned()));
+            }
+            let sample: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+            (npz.x.shape.len() < 2 || npz.x.shape[1..] != sample[..]).then(|| {
+                (
+                    "dataset_id",
+                    format!(
+                        "`x` has shape {:?}; this model takes samples of shape {:?}",
+                        npz.x.shape, shape
+                    ),
+                )
+            })
+        }
+        (InputEncoding::Tensor { .. }, _) => Some((
+            "dataset_id",
+            "this model takes arrays (it was trained on an NPZ dataset): score an NPZ archive \
+             holding `x`"
+                .to_owned(),
+        )),
+    }
+}
 
 /// Rows per forward pass while scoring.
 const FORWARD_ROWS: usize = 4096;

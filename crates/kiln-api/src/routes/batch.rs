@@ -6,7 +6,10 @@
 //! The request is checked field by field before anything is queued (one 422 lists every
 //! bad field); the model version and its alias are resolved here, so a later alias move
 //! does not change what a queued job scores with, and a version registered without a Kiln
-//! bundle (through MLflow, artifacts only) is refused with 409 and the reason.
+//! bundle (through MLflow, artifacts only) is refused with 409 and the reason. The dataset
+//! is checked against the bundle's input schema (its feature columns, or its array shape)
+//! from the schemas alone, so a file that cannot fit the model is a 422 naming
+//! `dataset_id`, not a job that fails.
 
 use actix_web::{HttpResponse, web};
 use futures::StreamExt as _;
@@ -203,6 +206,28 @@ pub async fn create(
     }
     let bundle_sha256 = kiln_types::Sha256Digest::parse(version.bundle_sha256.clone())
         .map_err(ApiError::internal)?;
+    // The dataset must fit the model (its feature columns, or its array shape) before a
+    // job is queued: the bundle's own input schema against the dataset's, read at upload.
+    let (bundle, _) =
+        state.serving.bundles().get(&version.bundle_key, &version.bundle_sha256).await.map_err(
+            |e| match e {
+                kiln_serving::LoadError::Download(_)
+                | kiln_serving::LoadError::CacheDir { .. }
+                | kiln_serving::LoadError::ParseTask(_) => {
+                    ApiError::unavailable("the model bundle", e.to_string())
+                }
+                other => ApiError::new(
+                    ErrorCode::InvalidState,
+                    format!("version {} cannot be loaded: {other}", version.version),
+                ),
+            },
+        )?;
+    if let Some((field, message)) =
+        kiln_ml::schema_problem(&bundle.meta, &dataset.schema, spec.id_column.as_deref())
+    {
+        return Err(ApiError::validation([(field.to_owned(), message)]));
+    }
+    drop(bundle);
     let inputs = JobInputs {
         dataset: Some(input_of(&dataset)?),
         script: None,

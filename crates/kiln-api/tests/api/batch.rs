@@ -125,6 +125,39 @@ async fn bad_requests_name_every_bad_field() {
     assert!(fields["model"].as_str().unwrap().contains("`nope`"), "{body}");
     assert!(fields["dataset_id"].as_str().unwrap().contains("no dataset"), "{body}");
 
+    // A dataset that cannot fit the model: told at submission, from the schemas, not by a
+    // job that fails.
+    let narrow = app
+        .upload(&team.member, "narrow", "text/csv", b"sepal_length,sepal_width\n1,2\n".to_vec())
+        .await;
+    let body = assert_error(
+        post(json!({"model": "iris", "version": 1, "dataset_id": narrow["id"]})).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let message = body["error"]["details"]["fields"]["dataset_id"].as_str().unwrap();
+    assert!(message.contains("petal_length, petal_width"), "{body}");
+    let body = assert_error(
+        post(
+            json!({"model": "iris", "version": 1, "dataset_id": data["id"], "id_column": "order"}),
+        )
+        .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert!(body["error"]["details"]["fields"]["id_column"].as_str().unwrap().contains("`order`"));
+    let digits =
+        app.upload(&team.member, "digits", "application/octet-stream", example("digits.npz")).await;
+    let body = assert_error(
+        post(json!({"model": "iris", "version": 1, "dataset_id": digits["id"]})).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert!(body["error"]["details"]["fields"]["dataset_id"].as_str().unwrap().contains("CSV"));
+
     let res = post(json!({"model": "iris", "version": 9, "dataset_id": data["id"]})).await;
     let body = assert_error(res, 404, "not_found").await;
     assert!(body["error"]["message"].as_str().unwrap().contains("no version 9"), "{body}");
