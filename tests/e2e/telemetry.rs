@@ -20,6 +20,26 @@ fn traceparent() -> String {
 }
 
 /// Submits a small MLP job with our `traceparent` and waits until it succeeded.
+/// The trace id a test's prediction continues (its `traceparent` names it).
+const PREDICT_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4736";
+
+/// One Iris row predicted by deployment `iris`, continuing trace [`PREDICT_TRACE`]
+/// (asserted 200).
+async fn predict_in_trace(p: &Platform, token: &str) -> reqwest::Response {
+    let res = p
+        .http
+        .post(format!("{}/v1/deployments/iris/predict", p.api))
+        .bearer_auth(token)
+        .header("traceparent", format!("00-{PREDICT_TRACE}-{REMOTE_SPAN_ID}-01"))
+        .json(&json!({"instances": [{"sepal_length": 5.1, "sepal_width": 3.5,
+                                     "petal_length": 1.4, "petal_width": 0.2}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res
+}
+
 async fn submit_and_wait(p: &Platform, token: &str, dataset: &str) -> Value {
     let spec = json!({
         "dataset_id": dataset, "task": "classification", "target": "species",
@@ -228,18 +248,8 @@ async fn one_trace_from_the_request_through_the_queue_to_the_worker() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let predict_trace = "5bf92f3577b34da6a3ce929d0e0e4736";
-    let res = p
-        .http
-        .post(format!("{}/v1/deployments/iris/predict", p.api))
-        .bearer_auth(&token)
-        .header("traceparent", format!("00-{predict_trace}-{REMOTE_SPAN_ID}-01"))
-        .json(&json!({"instances": [{"sepal_length": 5.1, "sepal_width": 3.5,
-                                     "petal_length": 1.4, "petal_width": 0.2}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let predict_trace = PREDICT_TRACE;
+    predict_in_trace(&p, &token).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let (predict, batch) = loop {
         let spans = receiver.spans();
@@ -328,18 +338,8 @@ async fn without_an_endpoint_nothing_is_exported_and_nothing_complains() {
         .post(&token, "/v1/deployments", json!({"name": "iris", "model": "iris", "version": 1}))
         .await;
     assert_eq!(deployment["status"], "ready", "{deployment}");
-    let predict_trace = "5bf92f3577b34da6a3ce929d0e0e4736";
-    let res = p
-        .http
-        .post(format!("{}/v1/deployments/iris/predict", p.api))
-        .bearer_auth(&token)
-        .header("traceparent", format!("00-{predict_trace}-{REMOTE_SPAN_ID}-01"))
-        .json(&json!({"instances": [{"sepal_length": 5.1, "sepal_width": 3.5,
-                                     "petal_length": 1.4, "petal_width": 0.2}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let predict_trace = PREDICT_TRACE;
+    let res = predict_in_trace(&p, &token).await;
     let answer: Value = res.json().await.unwrap();
     let labels = ["setosa", "versicolor", "virginica"];
     let label = answer["predictions"][0]["label"].as_str().unwrap_or_default();

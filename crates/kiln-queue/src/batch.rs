@@ -50,6 +50,9 @@ pub struct BatchPrediction {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A record with its job, for the reads that answer both.
+const WITH_JOB: &str = "FROM batch_predictions b JOIN jobs ON jobs.id = b.id";
+
 const RECORD_COLUMNS: &str = "b.id, b.team_id, b.model_id, b.model_name, b.version, b.alias, \
     b.dataset_id, b.rows_total, b.rows_done, b.bad_rows, b.bad_row_samples, b.parts, b.header, \
     b.created_at AS b_created_at, b.updated_at AS b_updated_at";
@@ -152,8 +155,7 @@ impl Queue {
         id: Uuid,
     ) -> Result<Option<BatchPredictionJob>, QueueError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS}, {RECORD_COLUMNS} FROM batch_predictions b \
-             JOIN jobs ON jobs.id = b.id WHERE b.id = $1 AND b.team_id = $2"
+            "SELECT {JOB_COLUMNS}, {RECORD_COLUMNS} {WITH_JOB} WHERE b.id = $1 AND b.team_id = $2"
         ))
         .bind(id)
         .bind(team_id)
@@ -170,8 +172,7 @@ impl Queue {
         limit: i64,
     ) -> Result<Vec<BatchPredictionJob>, QueueError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS}, {RECORD_COLUMNS} FROM batch_predictions b \
-             JOIN jobs ON jobs.id = b.id \
+            "SELECT {JOB_COLUMNS}, {RECORD_COLUMNS} {WITH_JOB} \
              WHERE b.team_id = $1 AND ($2::uuid IS NULL OR b.id < $2) \
              ORDER BY b.id DESC LIMIT $3"
         ))
