@@ -10,6 +10,7 @@
 #   kiln_ensure_sdk_venv  a virtualenv for the Python SDK's tests (clients/python)
 #   kiln_ensure_openapi_python_client  openapi-python-client, for the generated-client check
 #   kiln_ensure_mlflow_venv / kiln_ensure_oip_venv  the stock mlflow / tritonclient+kserve clients
+#   kiln_ensure_ui_browser  headless Chromium, chromedriver and Selenium, for the web UI's browser tests
 # Every function is idempotent. Source it: `. scripts/env.sh`.
 
 KILN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -223,6 +224,26 @@ kiln_ensure_oip_venv() {
     "$venv/bin/pip" install -q "tritonclient[http]==$KILN_TRITONCLIENT_VERSION" "kserve==$KILN_KSERVE_VERSION" pytest numpy httpx >&2 || return 1
   fi
   export KILN_OIP_PYTHON="$venv/bin/python"
+}
+
+# Headless Chromium and its WebDriver (Debian's chromium and chromium-driver; installed with
+# apt-get only when missing, never downloaded from elsewhere), and Selenium (PyPI) with Pillow
+# for the screenshots' checks in their own virtualenv: the web UI's browser tests
+# (scripts/check-ui.sh) and benchmark (scripts/bench-ui.sh).
+KILN_SELENIUM_VERSION="4.51.0"
+kiln_ensure_ui_browser() {
+  local venv="$KILN_CACHE/ui-browser"
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    kiln_log "installing chromium and chromium-driver with apt-get"
+    kiln_apt_install chromium chromium-driver >&2 || return 1
+  fi
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || { kiln_apt_install python3-venv python3-pip >&2 && python3 -m venv "$venv"; } || return 1
+  if [ "$("$venv/bin/python" -c 'import selenium, PIL; print(selenium.__version__)' 2>/dev/null)" != "$KILN_SELENIUM_VERSION" ]; then
+    kiln_log "installing selenium==$KILN_SELENIUM_VERSION and pillow into $venv (once)"
+    "$venv/bin/pip" install -q "selenium==$KILN_SELENIUM_VERSION" pillow >&2 || return 1
+  fi
+  export KILN_UI_PYTHON="$venv/bin/python"
+  export KILN_CHROMIUM="$(command -v chromium)" KILN_CHROMEDRIVER="$(command -v chromedriver)"
 }
 
 # Python tools the checks use (schemathesis; the deploy linters), in their own virtualenv

@@ -149,6 +149,9 @@ shown_state="${state#"$KILN_ROOT"/}"
 cat <<SUMMARY
 
 Kiln is running.
+  web UI         $KILN_API_URL/ui   sign in with team demo's maintainer token:
+                 $KILN_TOKEN
+                 (the admin token, KILN_ADMIN_TOKEN in $shown_state/env, opens the platform page)
   API            $KILN_API_URL   (OpenAPI: $KILN_API_URL/openapi.json)
   database       $(sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#' <<<"$KILN_DATABASE_URL")
   artifacts      $KILN_ARTIFACT_STORE

@@ -88,6 +88,10 @@ kiln_log "stock clients: mlflow, tritonclient and kserve against that stack"
 tail -n 1 "$qs_tmp/mlflow.txt"
 (. "$qs_state/env" && bash scripts/check-oip.sh) >"$qs_tmp/oip.txt" 2>&1 || qs_fail "$qs_tmp/oip.txt"
 tail -n 1 "$qs_tmp/oip.txt"
+# The web UI in headless Chromium (docs/ui.md): screenshots in $KILN_UI_ARTIFACTS
+# (default ~/.cache/kiln/ui-artifacts).
+(. "$qs_state/env" && bash scripts/check-ui.sh) >"$qs_tmp/ui.txt" 2>&1 || qs_fail "$qs_tmp/ui.txt"
+tail -n 1 "$qs_tmp/ui.txt"
 env "${qs_env[@]}" bash scripts/quickstart.sh --stop
 qs_pg=$(readlink -f "$qs_state/postgres")
 rm -rf "$qs_tmp"; case "$qs_pg" in /var/tmp/kiln-postgres-*) rm -rf "$qs_pg" ;; esac

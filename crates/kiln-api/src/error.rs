@@ -303,7 +303,8 @@ pub fn json_error_bodies<B: MessageBody + 'static>(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        // The web UI's error pages are HTML and say what to do next themselves.
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if is_json {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }

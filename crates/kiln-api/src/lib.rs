@@ -18,6 +18,8 @@
 //! [`mlflow`] the MLflow tracking/registry REST API and artifact proxy, [`oip`] the Open
 //! Inference Protocol v2 over the same deployments.
 //! [`telemetry`] the server span of every request (W3C trace context) and the queue gauges.
+//! [`ui`] the web UI under `/ui` (pages rendered by the kiln-ui crate; sessions, reads
+//! through the same handlers and repositories).
 
 pub mod auth;
 pub mod error;
@@ -32,6 +34,7 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod ui;
 pub mod validate;
 
 pub use kiln_serving as serving;

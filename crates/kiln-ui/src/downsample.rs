@@ -59,7 +59,9 @@ pub fn m4(points: &[Point], lo: i64, hi: i64, buckets: usize) -> Vec<Bucket> {
                 if p.value.total_cmp(&bucket.min.value).is_lt() {
                     bucket.min = *p;
                 }
-                if p.value.total_cmp(&bucket.max.value).is_gt() {
+                // Ties: the smallest value's first step, the largest value's last step, as
+                // PostgreSQL's min/max of `[value, step]` arrays choose.
+                if p.value.total_cmp(&bucket.max.value).is_ge() {
                     bucket.max = *p;
                 }
             }

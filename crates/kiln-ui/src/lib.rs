@@ -18,12 +18,14 @@
 //! - [`assets`]: uPlot (vendored from the npm registry, MIT, with its licence) and the UI's
 //!   own small script and stylesheet, served under content-hashed names.
 //! - [`parallel`]: the compare view's parallel-coordinates plot as SVG.
+//! - [`query`]: query strings with repeated keys (`?id=a&id=b`).
 //! - [`search`]: the runs list's search expressions (`lr=0.01 val_accuracy>0.9`).
 
 pub mod assets;
 pub mod downsample;
 pub mod pages;
 pub mod parallel;
+pub mod query;
 pub mod search;
 pub mod session;
 

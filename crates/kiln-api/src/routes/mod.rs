@@ -36,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, serving_only: bool, json_limit: u
         return;
     }
     crate::mlflow::configure(cfg, json_limit);
+    crate::ui::configure(cfg);
     cfg.service(web::resource("/v1/deployments").post(deployments::create).get(deployments::list))
         .service(
             web::resource("/v1/deployments/{name}")

@@ -18,6 +18,7 @@ mod secrets;
 mod serving;
 mod store_faults;
 mod teams;
+mod ui;
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -40,6 +40,7 @@ impl MigratorTrait for Migrator {
                 name: "m0007_batch_predictions",
                 sql: include_str!("m0007_batch_predictions.sql"),
             }),
+            Box::new(SqlMigration { name: "m0009_ui", sql: include_str!("m0009_ui.sql") }),
         ]
     }
 }

@@ -93,3 +93,24 @@ pub async fn list(
         r.id.to_string()
     }))
 }
+
+/// A team's newest entries of one action on one resource type, newest first (for a
+/// resource's history: the web UI's alias history reads `model.alias.move` on
+/// `model_alias`).
+pub async fn of_action(
+    db: &impl ConnectionTrait,
+    team_id: Uuid,
+    action: &str,
+    resource_type: &str,
+    limit: u64,
+) -> Result<Vec<AuditRecord>, RepoError> {
+    let rows = audit_log::Entity::find()
+        .filter(audit_log::Column::TeamId.eq(team_id))
+        .filter(audit_log::Column::Action.eq(action))
+        .filter(audit_log::Column::ResourceType.eq(resource_type))
+        .order_by_desc(audit_log::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}

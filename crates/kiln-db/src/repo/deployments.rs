@@ -312,3 +312,28 @@ pub async fn prune_samples(db: &impl ConnectionTrait, keep: u64) -> Result<u64, 
         .await?;
     Ok(done.rows_affected())
 }
+
+/// One stored prediction sample, as the web UI lists it.
+#[derive(Debug, Clone, PartialEq, FromQueryResult)]
+pub struct SampleRecord {
+    pub ts: DateTime<Utc>,
+    pub version: i32,
+    pub input: Value,
+    pub output: Value,
+}
+
+/// A deployment's newest samples, newest first.
+pub async fn recent_samples(
+    db: &impl ConnectionTrait,
+    deployment_id: Uuid,
+    limit: u64,
+) -> Result<Vec<SampleRecord>, RepoError> {
+    Ok(SampleRecord::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "SELECT ts, version, input, output FROM prediction_samples WHERE deployment_id = $1 \
+         ORDER BY id DESC LIMIT $2",
+        [deployment_id.into(), (limit as i64).into()],
+    ))
+    .all(db)
+    .await?)
+}

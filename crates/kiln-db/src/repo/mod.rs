@@ -14,6 +14,7 @@ pub mod models;
 pub mod runs;
 pub mod teams;
 pub mod tokens;
+pub mod ui_sessions;
 
 /// A page of a list: the items and the cursor of the next page, if any.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

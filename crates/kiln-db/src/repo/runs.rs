@@ -256,3 +256,132 @@ pub async fn series(
     }
     Ok(series)
 }
+
+/// One metric point with its wall time (Unix seconds), as charts read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesPoint {
+    pub step: i64,
+    pub value: f64,
+    pub t: f64,
+}
+
+/// One bucket of a series' steps, reduced to four points (M4): its first and last step, its
+/// smallest and largest value (ties: the smallest value's first step, the largest value's
+/// last), and how many points it holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesBucket {
+    pub first: SeriesPoint,
+    pub last: SeriesPoint,
+    pub min: SeriesPoint,
+    pub max: SeriesPoint,
+    pub count: i64,
+}
+
+fn sqlx_err(err: sqlx::Error) -> RepoError {
+    RepoError::Db(sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(err)))
+}
+
+/// The names of a run's series, without reading its points (a loose index scan of
+/// `(run_id, name, step)`: one probe per name, however long the series).
+pub async fn series_names(db: &DatabaseConnection, run_id: Uuid) -> Result<Vec<String>, RepoError> {
+    sqlx::query_scalar(
+        "WITH RECURSIVE n(name) AS ( \
+             (SELECT name FROM metrics WHERE run_id = $1 ORDER BY name LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT m.name FROM metrics m WHERE m.run_id = $1 AND m.name > n.name \
+                     ORDER BY m.name LIMIT 1) FROM n WHERE n.name IS NOT NULL) \
+         SELECT name FROM n WHERE name IS NOT NULL",
+    )
+    .bind(run_id)
+    .fetch_all(db.get_postgres_connection_pool())
+    .await
+    .map_err(sqlx_err)
+}
+
+/// The latest value (highest step) of each of a run's series, one index probe per series.
+pub async fn latest_values(
+    db: &DatabaseConnection,
+    run_id: Uuid,
+) -> Result<BTreeMap<String, f64>, RepoError> {
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        "WITH RECURSIVE n(name) AS ( \
+             (SELECT name FROM metrics WHERE run_id = $1 ORDER BY name LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT m.name FROM metrics m WHERE m.run_id = $1 AND m.name > n.name \
+                     ORDER BY m.name LIMIT 1) FROM n WHERE n.name IS NOT NULL) \
+         SELECT n.name, l.value FROM n CROSS JOIN LATERAL ( \
+             SELECT value FROM metrics m WHERE m.run_id = $1 AND m.name = n.name \
+             ORDER BY m.step DESC LIMIT 1) l \
+         WHERE n.name IS NOT NULL",
+    )
+    .bind(run_id)
+    .fetch_all(db.get_postgres_connection_pool())
+    .await
+    .map_err(sqlx_err)?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The first and last step of a series, if it has points (two index probes).
+pub async fn series_bounds(
+    db: &DatabaseConnection,
+    run_id: Uuid,
+    name: &str,
+) -> Result<Option<(i64, i64)>, RepoError> {
+    let (lo, hi): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT min(step), max(step) FROM metrics WHERE run_id = $1 AND name = $2")
+            .bind(run_id)
+            .bind(name)
+            .fetch_one(db.get_postgres_connection_pool())
+            .await
+            .map_err(sqlx_err)?;
+    Ok(lo.zip(hi))
+}
+
+/// A series' steps `lo..=hi` in `buckets` equal-width buckets of steps (bucket
+/// `floor((step - lo) * buckets / (hi - lo + 1))`), each reduced in PostgreSQL to its M4
+/// points: a chart of a million points reads at most `4 × buckets` rows.
+pub async fn series_buckets(
+    db: &DatabaseConnection,
+    run_id: Uuid,
+    name: &str,
+    (lo, hi): (i64, i64),
+    buckets: u32,
+) -> Result<Vec<SeriesBucket>, RepoError> {
+    type Row = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT min(ARRAY[step::float8, value, t]), max(ARRAY[step::float8, value, t]), \
+                min(ARRAY[value, step::float8, t]), max(ARRAY[value, step::float8, t]), count(*) \
+         FROM (SELECT step, value, extract(epoch FROM ts)::float8 AS t, \
+                      floor((step - $3)::float8 * $5 / ($4 - $3 + 1)::float8)::int AS b \
+               FROM metrics WHERE run_id = $1 AND name = $2 AND step BETWEEN $3 AND $4) p \
+         GROUP BY b ORDER BY b",
+    )
+    .bind(run_id)
+    .bind(name)
+    .bind(lo)
+    .bind(hi)
+    .bind(f64::from(buckets.max(1)))
+    .fetch_all(db.get_postgres_connection_pool())
+    .await
+    .map_err(sqlx_err)?;
+    let by_step = |a: &[f64]| SeriesPoint {
+        step: a.first().copied().unwrap_or_default() as i64,
+        value: a.get(1).copied().unwrap_or(f64::NAN),
+        t: a.get(2).copied().unwrap_or_default(),
+    };
+    let by_value = |a: &[f64]| SeriesPoint {
+        step: a.get(1).copied().unwrap_or_default() as i64,
+        value: a.first().copied().unwrap_or(f64::NAN),
+        t: a.get(2).copied().unwrap_or_default(),
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(first, last, min, max, count)| SeriesBucket {
+            first: by_step(&first),
+            last: by_step(&last),
+            min: by_value(&min),
+            max: by_value(&max),
+            count,
+        })
+        .collect())
+}
