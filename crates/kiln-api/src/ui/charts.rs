@@ -43,7 +43,12 @@ async fn series(
     let total: i64 = rows.iter().map(|b| b.count).sum();
     let buckets: Vec<Bucket> = rows
         .into_iter()
-        .map(|b| Bucket { first: point(b.first), last: point(b.last), min: point(b.min), max: point(b.max) })
+        .map(|b| Bucket {
+            first: point(b.first),
+            last: point(b.last),
+            min: point(b.min),
+            max: point(b.max),
+        })
         .collect();
     let points = downsample::flatten(&buckets);
     let reduced = (points.len() as i64) < total;
@@ -51,7 +56,9 @@ async fn series(
 }
 
 fn range_of(qs: &str) -> (Option<i64>, Option<i64>) {
-    let num = |k: &str| kiln_ui::query::first(qs, k).and_then(|v| v.parse::<f64>().ok()).map(|v| v as i64);
+    let num = |k: &str| {
+        kiln_ui::query::first(qs, k).and_then(|v| v.parse::<f64>().ok()).map(|v| v as i64)
+    };
     (num("x_min"), num("x_max"))
 }
 
@@ -93,7 +100,8 @@ pub async fn compare_series(
     req: HttpRequest,
 ) -> Result<HttpResponse, UiError> {
     let qs = req.query_string();
-    let name = kiln_ui::query::first(qs, "name").ok_or_else(|| UiError::BadRequest("`name` names the metric".to_owned()))?;
+    let name = kiln_ui::query::first(qs, "name")
+        .ok_or_else(|| UiError::BadRequest("`name` names the metric".to_owned()))?;
     let runs = super::pages::compared_runs(&state, s.caller, qs).await?;
     let x = XAxis::parse(kiln_ui::query::first(qs, "x").as_deref());
     let range = range_of(qs);
@@ -110,7 +118,8 @@ pub async fn compare_series(
 pub(crate) fn traffic(state: &AppState, team: &str, deployment: &str) -> kiln_ui::pages::Traffic {
     let families = state.metrics.registry.gather();
     let ours = |m: &prometheus::proto::Metric| {
-        let label = |k: &str| m.get_label().iter().find(|l| l.get_name() == k).map(|l| l.get_value().to_owned());
+        let label =
+            |k: &str| m.get_label().iter().find(|l| l.name() == k).map(|l| l.value().to_owned());
         label("team").as_deref() == Some(team) && label("deployment").as_deref() == Some(deployment)
     };
     // Summed over versions: (count, sum, cumulative buckets by upper bound).
@@ -118,15 +127,15 @@ pub(crate) fn traffic(state: &AppState, team: &str, deployment: &str) -> kiln_ui
         let mut count = 0u64;
         let mut sum = 0.0;
         let mut buckets: Vec<(f64, u64)> = Vec::new();
-        for f in families.iter().filter(|f| f.get_name() == name) {
+        for f in families.iter().filter(|f| f.name() == name) {
             for m in f.get_metric().iter().filter(|m| ours(m)) {
                 let h = m.get_histogram();
                 count += h.get_sample_count();
                 sum += h.get_sample_sum();
                 for (i, b) in h.get_bucket().iter().enumerate() {
                     match buckets.get_mut(i) {
-                        Some(slot) => slot.1 += b.get_cumulative_count(),
-                        None => buckets.push((b.get_upper_bound(), b.get_cumulative_count())),
+                        Some(slot) => slot.1 += b.cumulative_count(),
+                        None => buckets.push((b.upper_bound(), b.cumulative_count())),
                     }
                 }
             }

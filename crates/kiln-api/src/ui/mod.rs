@@ -157,7 +157,8 @@ impl FromRequest for Session {
         };
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let no_session = || if wants_page { UiError::SignIn { next } } else { UiError::Unauthenticated };
+            let no_session =
+                || if wants_page { UiError::SignIn { next } } else { UiError::Unauthenticated };
             let Some(secret) = secret else { return Err(no_session()) };
             let Some(principal) = ui_sessions::principal(&state.db, secret.id_hash()).await? else {
                 return Err(no_session());
@@ -241,12 +242,16 @@ impl ResponseError for UiError {
                     let _ = e.error_response();
                 }
                 let next = match e.code {
-                    ErrorCode::NotFound => return page(view::not_found(None, "such page or object")),
+                    ErrorCode::NotFound => {
+                        return page(view::not_found(None, "such page or object"));
+                    }
                     ErrorCode::Forbidden => html! {
                         "Your token's role does not allow this: ask a maintainer of your team, or sign in with a token that has the role. "
                         a href="/ui" { "Start page" }
                     },
-                    ErrorCode::Unavailable => html! { "Retry in a few seconds. " a href="/ui" { "Start page" } },
+                    ErrorCode::Unavailable => {
+                        html! { "Retry in a few seconds. " a href="/ui" { "Start page" } }
+                    }
                     _ => html! { "Go back and correct it. " a href="/ui" { "Start page" } },
                 };
                 page(view::error_page(None, &title_of(e), &e.one_line(), next))

@@ -108,7 +108,9 @@ pub async fn sign_in(
         return Ok(sign_in_page(
             &req,
             form.next.as_deref(),
-            Some("That token is not valid (mistyped, revoked, or from another Kiln). Paste the whole token, starting with kiln_."),
+            Some(
+                "That token is not valid (mistyped, revoked, or from another Kiln). Paste the whole token, starting with kiln_.",
+            ),
             actix_web::http::StatusCode::UNAUTHORIZED,
         ));
     };
@@ -157,7 +159,11 @@ pub struct StateQuery {
     state: Option<String>,
 }
 
-async fn job_list(state: &web::Data<AppState>, s: &Session, filter: Option<String>) -> Result<Vec<api::Job>, UiError> {
+async fn job_list(
+    state: &web::Data<AppState>,
+    s: &Session,
+    filter: Option<String>,
+) -> Result<Vec<api::Job>, UiError> {
     let q = routes::jobs::JobListQuery { state: filter, limit: Some(100), cursor: None };
     Ok(routes::jobs::list(state.clone(), s.caller, web::Query(q)).await?.into_inner().items)
 }
@@ -178,7 +184,11 @@ pub async fn job_rows(state: web::Data<AppState>, s: Session, q: web::Query<Stat
     Ok(html_page(view::job_rows(&items, Utc::now())))
 }
 
-async fn get_job(state: &web::Data<AppState>, caller: Caller, id: Uuid) -> Result<api::Job, UiError> {
+async fn get_job(
+    state: &web::Data<AppState>,
+    caller: Caller,
+    id: Uuid,
+) -> Result<api::Job, UiError> {
     Ok(routes::jobs::get(state.clone(), caller, web::Path::from(id)).await?.into_inner())
 }
 
@@ -190,8 +200,12 @@ pub async fn job(state: web::Data<AppState>, s: Session, id: web::Path<Uuid>) ->
     if series.is_empty() && job.kind == "train" && job.finished_at.is_none() {
         if let Ok(spec) = kiln_types::spec::JobSpec::parse(&job.spec) {
             let names: &[&str] = match spec.task {
-                kiln_types::spec::Task::Classification => &["train_loss", "val_loss", "val_accuracy", "val_f1"],
-                kiln_types::spec::Task::Regression => &["train_loss", "val_loss", "val_rmse", "val_mae", "val_r2"],
+                kiln_types::spec::Task::Classification => {
+                    &["train_loss", "val_loss", "val_accuracy", "val_f1"]
+                }
+                kiln_types::spec::Task::Regression => {
+                    &["train_loss", "val_loss", "val_rmse", "val_mae", "val_r2"]
+                }
             };
             series = names.iter().map(|n| (*n).to_owned()).collect();
         }
@@ -228,17 +242,29 @@ pub async fn job_logs(
 ) -> Page {
     let q = routes::jobs::LogsQuery { limit: Some(500), cursor: q.cursor.clone(), wait: q.wait };
     let page = routes::jobs::logs(state, s.caller, id, web::Query(q)).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(page.into_inner()))
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(page.into_inner()))
 }
 
-pub async fn cancel(state: web::Data<AppState>, s: Session, id: web::Path<Uuid>, form: web::Form<CsrfForm>) -> Page {
+pub async fn cancel(
+    state: web::Data<AppState>,
+    s: Session,
+    id: web::Path<Uuid>,
+    form: web::Form<CsrfForm>,
+) -> Page {
     s.check_csrf(&form.csrf)?;
     let id = id.into_inner();
     routes::jobs::cancel(state, s.caller, web::Path::from(id)).await?;
     Ok(see_other(&format!("/ui/jobs/{id}")))
 }
 
-pub async fn retry(state: web::Data<AppState>, s: Session, id: web::Path<Uuid>, form: web::Form<CsrfForm>) -> Page {
+pub async fn retry(
+    state: web::Data<AppState>,
+    s: Session,
+    id: web::Path<Uuid>,
+    form: web::Form<CsrfForm>,
+) -> Page {
     s.check_csrf(&form.csrf)?;
     let id = id.into_inner();
     routes::jobs::retry(state, s.caller, web::Path::from(id)).await?;
@@ -266,7 +292,11 @@ pub async fn runs(state: web::Data<AppState>, s: Session, req: HttpRequest) -> P
                     let params = r.params();
                     kiln_ui::search::matches(
                         &terms,
-                        kiln_ui::search::Subject { name: &r.run.name, params: &params, metrics: &r.metrics },
+                        kiln_ui::search::Subject {
+                            name: &r.run.name,
+                            params: &params,
+                            metrics: &r.metrics,
+                        },
                     )
                 })
                 .collect::<Vec<_>>(),
@@ -295,7 +325,11 @@ pub async fn run(state: web::Data<AppState>, s: Session, id: web::Path<Uuid>) ->
 pub const MAX_COMPARE: usize = 100;
 
 /// Runs named by `?id=` (each looked up team-scoped: another team's is a 404), at most 100.
-pub(crate) async fn compared_runs(state: &web::Data<AppState>, caller: Caller, qs: &str) -> Result<Vec<api::Run>, UiError> {
+pub(crate) async fn compared_runs(
+    state: &web::Data<AppState>,
+    caller: Caller,
+    qs: &str,
+) -> Result<Vec<api::Run>, UiError> {
     let mut seen = BTreeSet::new();
     let ids: Vec<Uuid> = kiln_ui::query::all(qs, "id")
         .iter()
@@ -310,7 +344,9 @@ pub(crate) async fn compared_runs(state: &web::Data<AppState>, caller: Caller, q
     }
     let mut runs = Vec::with_capacity(ids.len());
     for id in ids {
-        runs.push(routes::runs::get(state.clone(), caller, web::Path::from(id)).await?.into_inner());
+        runs.push(
+            routes::runs::get(state.clone(), caller, web::Path::from(id)).await?.into_inner(),
+        );
     }
     Ok(runs)
 }
@@ -323,15 +359,21 @@ pub async fn compare(state: web::Data<AppState>, s: Session, req: HttpRequest) -
     for run in runs {
         rows.push(run_row(&state, run).await?);
     }
-    let metric_names: Vec<String> =
-        rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+    let metric_names: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.metrics.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let chosen = kiln_ui::query::first(qs, "metric")
         .filter(|m| metric_names.contains(m))
         .or_else(|| metric_names.iter().find(|m| m.contains("accuracy")).cloned())
         .or_else(|| metric_names.first().cloned());
     let numeric_params: Vec<String> = rows
         .iter()
-        .flat_map(|r| r.params().into_iter().filter(|(_, v)| number_of(v).is_some()).map(|(k, _)| k))
+        .flat_map(|r| {
+            r.params().into_iter().filter(|(_, v)| number_of(v).is_some()).map(|(k, _)| k)
+        })
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -372,8 +414,13 @@ pub async fn datasets(state: web::Data<AppState>, s: Session) -> Page {
 
 pub async fn dataset(state: web::Data<AppState>, s: Session, id: web::Path<Uuid>) -> Page {
     let d = routes::datasets::get(state.clone(), s.caller, id).await?.into_inner();
-    let q = routes::datasets::DatasetListQuery { name: Some(d.name.clone()), limit: Some(100), cursor: None };
-    let versions = routes::datasets::list(state.clone(), s.caller, web::Query(q)).await?.into_inner().items;
+    let q = routes::datasets::DatasetListQuery {
+        name: Some(d.name.clone()),
+        limit: Some(100),
+        cursor: None,
+    };
+    let versions =
+        routes::datasets::list(state.clone(), s.caller, web::Query(q)).await?.into_inner().items;
     // The team's recent jobs whose typed inputs name this dataset.
     let team = s.team()?;
     let jobs = state
@@ -399,12 +446,20 @@ struct AliasMoveDetails {
     previous_version: Option<i32>,
 }
 
-async fn model_page(state: &web::Data<AppState>, s: &Session, name: String, message: Option<&str>) -> Page {
-    let detail = routes::models::get(state.clone(), s.caller, web::Path::from(name.clone())).await?.into_inner();
-    let versions = routes::models::versions(state.clone(), s.caller, web::Path::from(name.clone()), list(500))
+async fn model_page(
+    state: &web::Data<AppState>,
+    s: &Session,
+    name: String,
+    message: Option<&str>,
+) -> Page {
+    let detail = routes::models::get(state.clone(), s.caller, web::Path::from(name.clone()))
         .await?
-        .into_inner()
-        .items;
+        .into_inner();
+    let versions =
+        routes::models::versions(state.clone(), s.caller, web::Path::from(name.clone()), list(500))
+            .await?
+            .into_inner()
+            .items;
     let prefix = format!("{name}@");
     let history = audit::of_action(&state.db, s.team()?, "model.alias.move", "model_alias", 500)
         .await?
@@ -412,7 +467,13 @@ async fn model_page(state: &web::Data<AppState>, s: &Session, name: String, mess
         .filter_map(|r| {
             let alias = r.resource_id.as_deref()?.strip_prefix(&prefix)?.to_owned();
             let d: AliasMoveDetails = serde_json::from_value(r.details).ok()?;
-            Some(view::AliasMove { ts: r.ts, actor: r.actor, alias, version: d.version, previous_version: d.previous_version })
+            Some(view::AliasMove {
+                ts: r.ts,
+                actor: r.actor,
+                alias,
+                version: d.version,
+                previous_version: d.previous_version,
+            })
         })
         .collect::<Vec<_>>();
     Ok(html_page(view::model(&s.ctx, &detail, &versions, &history, message)))
@@ -431,7 +492,12 @@ pub struct AliasForm {
 }
 
 /// Promote or roll back: the REST route's alias move (its checks, audit and roll-out).
-pub async fn move_alias(state: web::Data<AppState>, s: Session, name: web::Path<String>, form: web::Form<AliasForm>) -> Page {
+pub async fn move_alias(
+    state: web::Data<AppState>,
+    s: Session,
+    name: web::Path<String>,
+    form: web::Form<AliasForm>,
+) -> Page {
     s.check_csrf(&form.csrf)?;
     let name = name.into_inner();
     let form = form.into_inner();
@@ -444,7 +510,10 @@ pub async fn move_alias(state: web::Data<AppState>, s: Session, name: web::Path<
     .await?
     .into_inner();
     let message = match moved.previous_version {
-        Some(p) if p != moved.version => format!("{} now points at v{} (was v{p}); deployments following it rolled over.", moved.alias, moved.version),
+        Some(p) if p != moved.version => format!(
+            "{} now points at v{} (was v{p}); deployments following it rolled over.",
+            moved.alias, moved.version
+        ),
         Some(_) => format!("{} already pointed at v{}.", moved.alias, moved.version),
         None => format!("{} now points at v{}.", moved.alias, moved.version),
     };
@@ -456,10 +525,19 @@ pub async fn deployments(state: web::Data<AppState>, s: Session) -> Page {
     Ok(html_page(view::deployments(&s.ctx, &items)))
 }
 
-async fn deployment_page(state: &web::Data<AppState>, s: &Session, name: String, message: Option<&str>) -> Page {
-    let d = routes::deployments::get(state.clone(), s.caller, web::Path::from(name.clone())).await?.into_inner();
+async fn deployment_page(
+    state: &web::Data<AppState>,
+    s: &Session,
+    name: String,
+    message: Option<&str>,
+) -> Page {
+    let d = routes::deployments::get(state.clone(), s.caller, web::Path::from(name.clone()))
+        .await?
+        .into_inner();
     let q = routes::deployments::DriftQuery { window: None, threshold: None, version: None };
-    let drift = routes::deployments::drift(state.clone(), s.caller, web::Path::from(name), web::Query(q)).await;
+    let drift =
+        routes::deployments::drift(state.clone(), s.caller, web::Path::from(name), web::Query(q))
+            .await;
     let drift = drift.map(|d| d.into_inner()).map_err(|e| match e.code {
         ErrorCode::Unavailable => "Drift is not available yet: the deployment is still loading on this replica. Reload in a few seconds.".to_owned(),
         _ => format!("No drift report: {}", e.one_line()),
@@ -469,9 +547,17 @@ async fn deployment_page(state: &web::Data<AppState>, s: &Session, name: String,
         .into_iter()
         .map(|r| view::Sample { ts: r.ts, version: r.version, input: r.input, output: r.output })
         .collect::<Vec<_>>();
-    let team_name = s.ctx.who.strip_prefix("team ").and_then(|w| w.split(" · ").next()).unwrap_or_default();
+    let team_name =
+        s.ctx.who.strip_prefix("team ").and_then(|w| w.split(" · ").next()).unwrap_or_default();
     let traffic = super::charts::traffic(state, team_name, &d.name);
-    Ok(html_page(view::deployment(&s.ctx, &d, &traffic, drift.as_ref().map_err(String::as_str), &samples, message)))
+    Ok(html_page(view::deployment(
+        &s.ctx,
+        &d,
+        &traffic,
+        drift.as_ref().map_err(String::as_str),
+        &samples,
+        message,
+    )))
 }
 
 pub async fn deployment(state: web::Data<AppState>, s: Session, name: web::Path<String>) -> Page {
@@ -491,24 +577,50 @@ pub(crate) fn parse_split(text: &str) -> Result<Vec<api::TrafficSplit>, String> 
     text.split(|c: char| c.is_whitespace() || c == ',')
         .filter(|p| !p.is_empty())
         .map(|pair| {
-            let (v, w) = pair.split_once(['=', ':']).ok_or_else(|| format!("`{pair}`: write version=percent, like 2=90"))?;
-            let version = v.trim().trim_start_matches('v').parse().map_err(|_| format!("`{v}` is not a version number"))?;
-            let weight = w.trim().trim_end_matches('%').parse().map_err(|_| format!("`{w}` is not a percentage"))?;
+            let (v, w) = pair
+                .split_once(['=', ':'])
+                .ok_or_else(|| format!("`{pair}`: write version=percent, like 2=90"))?;
+            let version = v
+                .trim()
+                .trim_start_matches('v')
+                .parse()
+                .map_err(|_| format!("`{v}` is not a version number"))?;
+            let weight = w
+                .trim()
+                .trim_end_matches('%')
+                .parse()
+                .map_err(|_| format!("`{w}` is not a percentage"))?;
             Ok(api::TrafficSplit { version, weight })
         })
         .collect()
 }
 
 /// Changes the split through the REST route (its validation, bundle checks and sync).
-pub async fn set_traffic(state: web::Data<AppState>, s: Session, name: web::Path<String>, form: web::Form<TrafficForm>) -> Page {
+pub async fn set_traffic(
+    state: web::Data<AppState>,
+    s: Session,
+    name: web::Path<String>,
+    form: web::Form<TrafficForm>,
+) -> Page {
     s.check_csrf(&form.csrf)?;
     let name = name.into_inner();
     let traffic = parse_split(&form.split).map_err(UiError::BadRequest)?;
-    let body = api::PatchDeployment { traffic: Some(traffic), batching: None, allow_extra_features: None };
-    let d = routes::deployments::patch(state.clone(), s.caller, web::Path::from(name.clone()), web::Json(body))
-        .await?
-        .into_inner();
-    let split = d.traffic.iter().map(|t| format!("v{} {}%", t.version, t.weight)).collect::<Vec<_>>().join(", ");
+    let body =
+        api::PatchDeployment { traffic: Some(traffic), batching: None, allow_extra_features: None };
+    let d = routes::deployments::patch(
+        state.clone(),
+        s.caller,
+        web::Path::from(name.clone()),
+        web::Json(body),
+    )
+    .await?
+    .into_inner();
+    let split = d
+        .traffic
+        .iter()
+        .map(|t| format!("v{} {}%", t.version, t.weight))
+        .collect::<Vec<_>>()
+        .join(", ");
     deployment_page(&state, &s, name, Some(&format!("Traffic is now {split}."))).await
 }
 
@@ -520,7 +632,10 @@ pub async fn admin(state: web::Data<AppState>, s: Session) -> Page {
     let teams = routes::teams::list(state.clone(), s.caller, list(500)).await?.into_inner().items;
     let queue = routes::admin::queue_stats(state.clone(), s.caller).await?.into_inner();
     let workers = routes::admin::workers(state, s.caller).await?.into_inner();
-    Ok(html_page(view::admin(&s.ctx, view::AdminView { teams: &teams, queue: &queue, workers: &workers })))
+    Ok(html_page(view::admin(
+        &s.ctx,
+        view::AdminView { teams: &teams, queue: &queue, workers: &workers },
+    )))
 }
 
 #[cfg(test)]
@@ -530,7 +645,13 @@ mod tests {
     #[test]
     fn traffic_splits_parse_from_what_people_type() {
         let s = parse_split("2=90 1=10").unwrap();
-        assert_eq!(s, vec![api::TrafficSplit { version: 2, weight: 90 }, api::TrafficSplit { version: 1, weight: 10 }]);
+        assert_eq!(
+            s,
+            vec![
+                api::TrafficSplit { version: 2, weight: 90 },
+                api::TrafficSplit { version: 1, weight: 10 }
+            ]
+        );
         assert_eq!(parse_split("v2:90%, v1:10%").unwrap(), s);
         assert!(parse_split("").unwrap().is_empty());
         assert!(parse_split("2").is_err());

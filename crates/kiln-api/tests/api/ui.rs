@@ -87,7 +87,10 @@ async fn ui_pages_have_the_apis_scoping_sessions_and_csrf() {
     // No session: pages redirect to the sign-in page (and come back after it); data 401s.
     let res = get(&app, &format!("/ui/jobs/{job}"), "").await;
     assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()[LOCATION].to_str().unwrap(), format!("/ui/sign-in?next=/ui/jobs/{job}"));
+    assert_eq!(
+        res.headers()[LOCATION].to_str().unwrap(),
+        format!("/ui/sign-in?next=/ui/jobs/{job}")
+    );
     let res = get(&app, &format!("/ui/runs/{job}/series.json"), "kiln_ui_session=nonsense").await;
     assert_eq!(res.status(), 401);
     let res = get(&app, "/", "").await;
@@ -136,7 +139,8 @@ async fn ui_pages_have_the_apis_scoping_sessions_and_csrf() {
     assert!(!page.contains(&job[..8]), "beta's jobs list shows none of alpha's");
     // Even with a valid CSRF token of its own, beta cannot act on alpha's job.
     let csrf = csrf_of(&page);
-    let res = post(&app, &format!("/ui/jobs/{job}/cancel"), &beta_session, &[("csrf", &csrf)]).await;
+    let res =
+        post(&app, &format!("/ui/jobs/{job}/cancel"), &beta_session, &[("csrf", &csrf)]).await;
     assert_eq!(res.status(), 404);
 
     // Alpha's maintainer: the pages show its objects.
@@ -154,11 +158,18 @@ async fn ui_pages_have_the_apis_scoping_sessions_and_csrf() {
         let res = post(&app, &format!("/ui/jobs/{job}/cancel"), &session, &form).await;
         assert_eq!(res.status(), 403);
     }
-    let state: Value = app.get(&format!("/v1/jobs/{job}"), &alpha.viewer).await.json().await.unwrap();
+    let state: Value =
+        app.get(&format!("/v1/jobs/{job}"), &alpha.viewer).await.json().await.unwrap();
     assert_eq!(state["state"], "queued");
 
     // Promote v2 to production through the form: the REST route's move (and audit).
-    let res = post(&app, "/ui/models/iris/aliases", &session, &[("csrf", &csrf), ("alias", "production"), ("version", "2")]).await;
+    let res = post(
+        &app,
+        "/ui/models/iris/aliases",
+        &session,
+        &[("csrf", &csrf), ("alias", "production"), ("version", "2")],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let page = res.text().await.unwrap();
     assert!(page.contains("now points at v2 (was v1)"), "{page}");
@@ -167,12 +178,20 @@ async fn ui_pages_have_the_apis_scoping_sessions_and_csrf() {
     assert_eq!(model["aliases"]["production"], 2);
 
     // Change the traffic split through the form.
-    let res = post(&app, "/ui/deployments/iris/traffic", &session, &[("csrf", &csrf), ("split", "2=90 1=10")]).await;
+    let res = post(
+        &app,
+        "/ui/deployments/iris/traffic",
+        &session,
+        &[("csrf", &csrf), ("split", "2=90 1=10")],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let d: Value = app.get("/v1/deployments/iris", &alpha.viewer).await.json().await.unwrap();
     assert_eq!(d["traffic"], json!([{"version": 2, "weight": 90}, {"version": 1, "weight": 10}]));
     // A split that does not sum to 100 is the API's 422, as a page.
-    let res = post(&app, "/ui/deployments/iris/traffic", &session, &[("csrf", &csrf), ("split", "2=50")]).await;
+    let res =
+        post(&app, "/ui/deployments/iris/traffic", &session, &[("csrf", &csrf), ("split", "2=50")])
+            .await;
     assert_eq!(res.status(), 422);
 
     // A viewer sees no forms, and the handler refuses one all the same (403, not done).
@@ -180,13 +199,20 @@ async fn ui_pages_have_the_apis_scoping_sessions_and_csrf() {
     let page = get(&app, "/ui/models/iris", &viewer).await.text().await.unwrap();
     assert!(!page.contains("Move alias"));
     let vcsrf = csrf_of(&page);
-    let res = post(&app, "/ui/models/iris/aliases", &viewer, &[("csrf", &vcsrf), ("alias", "production"), ("version", "1")]).await;
+    let res = post(
+        &app,
+        "/ui/models/iris/aliases",
+        &viewer,
+        &[("csrf", &vcsrf), ("alias", "production"), ("version", "1")],
+    )
+    .await;
     assert_eq!(res.status(), 403);
 
     // Cancel with the token: the job ends.
     let res = post(&app, &format!("/ui/jobs/{job}/cancel"), &session, &[("csrf", &csrf)]).await;
     assert_eq!(res.status(), 303);
-    let state: Value = app.get(&format!("/v1/jobs/{job}"), &alpha.viewer).await.json().await.unwrap();
+    let state: Value =
+        app.get(&format!("/v1/jobs/{job}"), &alpha.viewer).await.json().await.unwrap();
     assert_eq!(state["state"], "cancelled");
 
     // Static files: content-hashed names, cached for a year.
@@ -201,9 +227,22 @@ async fn ui_pages_have_the_apis_scoping_sessions_and_csrf() {
     assert_eq!(res.status(), 303);
     assert_eq!(get(&app, "/ui/jobs", &session).await.status(), 303);
     // Revoking a token ends its sessions too.
-    let tokens: Value = app.get(&format!("/v1/teams/{}/tokens", beta.id), &app.admin).await.json().await.unwrap();
-    let id = tokens["items"].as_array().unwrap().iter().find(|t| t["name"] == "maintainer").unwrap()["id"].as_str().unwrap().to_owned();
-    let res = app.request(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"), Some(&app.admin)).send().await.unwrap();
+    let tokens: Value =
+        app.get(&format!("/v1/teams/{}/tokens", beta.id), &app.admin).await.json().await.unwrap();
+    let id = tokens["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "maintainer")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .request(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"), Some(&app.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(get(&app, "/ui/jobs", &beta_session).await.status(), 303);
 }
@@ -212,7 +251,8 @@ async fn ui_pages_have_the_apis_scoping_sessions_and_csrf() {
 async fn chart_data_is_downsampled_in_postgresql_keeping_extremes_and_ends() {
     let app = spawn_app().await;
     let team = app.team("alpha").await;
-    let run: Value = app.post("/v1/runs", &team.member, json!({"name": "long"})).await.json().await.unwrap();
+    let run: Value =
+        app.post("/v1/runs", &team.member, json!({"name": "long"})).await.json().await.unwrap();
     let id = run["id"].as_str().unwrap();
     // 100,000 points of a sine with one spike and one dip.
     let value = |s: i64| match s {
@@ -224,33 +264,51 @@ async fn chart_data_is_downsampled_in_postgresql_keeping_extremes_and_ends() {
         let points: Vec<Value> = (chunk * 10_000..(chunk + 1) * 10_000)
             .map(|s| json!({"name": "loss", "step": s, "value": value(s)}))
             .collect();
-        let res = app.post(&format!("/v1/runs/{id}/metrics"), &team.member, json!({"points": points})).await;
+        let res = app
+            .post(&format!("/v1/runs/{id}/metrics"), &team.member, json!({"points": points}))
+            .await;
         assert_eq!(res.status(), 202);
     }
     let session = sign_in(&app, &team.viewer).await;
-    let data: Value = get(&app, &format!("/ui/runs/{id}/series.json?names=loss"), &session).await.json().await.unwrap();
+    let data: Value = get(&app, &format!("/ui/runs/{id}/series.json?names=loss"), &session)
+        .await
+        .json()
+        .await
+        .unwrap();
     let s = &data["series"][0];
-    let steps: Vec<i64> = s["steps"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
-    let values: Vec<f64> = s["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    assert!(steps.len() <= kiln_ui::downsample::MAX_POINTS && steps.len() > 1000, "{}", steps.len());
+    let steps: Vec<i64> =
+        s["steps"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let values: Vec<f64> =
+        s["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(
+        steps.len() <= kiln_ui::downsample::MAX_POINTS && steps.len() > 1000,
+        "{}",
+        steps.len()
+    );
     assert_eq!(s["downsampled"], true);
     assert_eq!((steps[0], *steps.last().unwrap()), (0, 99_999), "both ends");
     assert!(steps.contains(&31_337) && steps.contains(&77_777), "the spike and the dip");
     assert_eq!(values.iter().cloned().fold(f64::MIN, f64::max), 40.0);
     // The same reduction as kiln-ui's in-memory M4 of the same points.
-    let points: Vec<kiln_ui::downsample::Point> =
-        (0..100_000).map(|s| kiln_ui::downsample::Point { step: s, value: value(s), t: 0.0 }).collect();
-    let expected: Vec<i64> = kiln_ui::downsample::downsample(&points, kiln_ui::downsample::MAX_POINTS)
-        .iter()
-        .map(|p| p.step)
+    let points: Vec<kiln_ui::downsample::Point> = (0..100_000)
+        .map(|s| kiln_ui::downsample::Point { step: s, value: value(s), t: 0.0 })
         .collect();
+    let expected: Vec<i64> =
+        kiln_ui::downsample::downsample(&points, kiln_ui::downsample::MAX_POINTS)
+            .iter()
+            .map(|p| p.step)
+            .collect();
     assert_eq!(steps, expected);
     // A zoom re-fetches its range at full resolution.
-    let data: Value = get(&app, &format!("/ui/runs/{id}/series.json?names=loss&x_min=5000&x_max=5999&x=time"), &session)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let data: Value = get(
+        &app,
+        &format!("/ui/runs/{id}/series.json?names=loss&x_min=5000&x_max=5999&x=time"),
+        &session,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let s = &data["series"][0];
     assert_eq!(s["steps"].as_array().unwrap().len(), 1000);
     assert_eq!(s["downsampled"], false);
