@@ -17,7 +17,7 @@ use crate::state::AppState;
 const MAX_SERIES: usize = 16;
 
 fn point(p: run_repo::SeriesPoint) -> Point {
-    Point { step: p.step, value: p.value, t: p.t }
+    Point { step: p.step, value: p.value, t: 0.0 }
 }
 
 /// One series of a run over `range` (the whole series when `None`), in `buckets` buckets.
@@ -50,8 +50,15 @@ async fn series(
             max: point(b.max),
         })
         .collect();
-    let points = downsample::flatten(&buckets);
+    let mut points = downsample::flatten(&buckets);
     let reduced = (points.len() as i64) < total;
+    if x == XAxis::Time {
+        let steps: Vec<i64> = points.iter().map(|p| p.step).collect();
+        let times = run_repo::series_times(&state.db, run, name, &steps).await?;
+        for p in &mut points {
+            p.t = times.get(&p.step).copied().unwrap_or(f64::NAN);
+        }
+    }
     Ok(ChartSeries::new(name, label, &points, x, reduced))
 }
 

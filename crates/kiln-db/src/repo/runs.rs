@@ -257,12 +257,11 @@ pub async fn series(
     Ok(series)
 }
 
-/// One metric point with its wall time (Unix seconds), as charts read it.
+/// One metric point, as charts read it; its wall time comes from [`series_times`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SeriesPoint {
     pub step: i64,
     pub value: f64,
-    pub t: f64,
 }
 
 /// One bucket of a series' steps, reduced to four points (M4): its first and last step, its
@@ -339,7 +338,9 @@ pub async fn series_bounds(
 
 /// A series' steps `lo..=hi` in `buckets` equal-width buckets of steps (bucket
 /// `floor((step - lo) * buckets / (hi - lo + 1))`), each reduced in PostgreSQL to its M4
-/// points: a chart of a million points reads at most `4 × buckets` rows.
+/// points: a chart of a million points reads at most `4 × buckets` rows. Only steps and
+/// values are aggregated (`[step, value]` arrays: a timestamp in them doubled the time);
+/// [`series_times`] fetches the wall times of the points kept, when a chart wants them.
 pub async fn series_buckets(
     db: &DatabaseConnection,
     run_id: Uuid,
@@ -349,9 +350,9 @@ pub async fn series_buckets(
 ) -> Result<Vec<SeriesBucket>, RepoError> {
     type Row = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, i64);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT min(ARRAY[step::float8, value, t]), max(ARRAY[step::float8, value, t]), \
-                min(ARRAY[value, step::float8, t]), max(ARRAY[value, step::float8, t]), count(*) \
-         FROM (SELECT step, value, extract(epoch FROM ts)::float8 AS t, \
+        "SELECT min(ARRAY[step::float8, value]), max(ARRAY[step::float8, value]), \
+                min(ARRAY[value, step::float8]), max(ARRAY[value, step::float8]), count(*) \
+         FROM (SELECT step, value, \
                       floor((step - $3)::float8 * $5 / ($4 - $3 + 1)::float8)::int AS b \
                FROM metrics WHERE run_id = $1 AND name = $2 AND step BETWEEN $3 AND $4) p \
          GROUP BY b ORDER BY b",
@@ -367,12 +368,10 @@ pub async fn series_buckets(
     let by_step = |a: &[f64]| SeriesPoint {
         step: a.first().copied().unwrap_or_default() as i64,
         value: a.get(1).copied().unwrap_or(f64::NAN),
-        t: a.get(2).copied().unwrap_or_default(),
     };
     let by_value = |a: &[f64]| SeriesPoint {
         step: a.get(1).copied().unwrap_or_default() as i64,
         value: a.first().copied().unwrap_or(f64::NAN),
-        t: a.get(2).copied().unwrap_or_default(),
     };
     Ok(rows
         .into_iter()
@@ -384,4 +383,24 @@ pub async fn series_buckets(
             count,
         })
         .collect())
+}
+
+/// The wall times (Unix seconds) of a series' points at `steps` (one index probe each).
+pub async fn series_times(
+    db: &DatabaseConnection,
+    run_id: Uuid,
+    name: &str,
+    steps: &[i64],
+) -> Result<BTreeMap<i64, f64>, RepoError> {
+    let rows: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT step, extract(epoch FROM ts)::float8 FROM metrics \
+         WHERE run_id = $1 AND name = $2 AND step = ANY($3)",
+    )
+    .bind(run_id)
+    .bind(name)
+    .bind(steps)
+    .fetch_all(db.get_postgres_connection_pool())
+    .await
+    .map_err(sqlx_err)?;
+    Ok(rows.into_iter().collect())
 }
