@@ -197,8 +197,10 @@ fn progress(p: &api::Progress) -> Markup {
     }
 }
 
-fn short(id: &uuid::Uuid) -> String {
-    id.to_string()[..8].to_owned()
+/// An id's last 8 hex digits: ids are UUIDv7, whose leading digits are a timestamp shared by
+/// everything made in the same minutes; the tail is random.
+pub fn short(id: &uuid::Uuid) -> String {
+    id.to_string()[28..].to_owned()
 }
 
 /// The jobs list: a state filter (every state kiln-types knows), rows refreshed live.
@@ -309,8 +311,8 @@ fn charts(run_id: &uuid::Uuid, names: &[String], live: bool, xlabel: &str) -> Ma
                     div.chart id=(format!("chart-{title}")) data-src=(format!("/ui/runs/{run_id}/series.json?names={}", group.join(",")))
                         data-live=(if live { "1" } else { "0" }) data-xlabel=(xlabel) {
                         h3 { (title) }
-                        div.chart-status { "Loading when scrolled into view…" }
-                        div.chart-plot {}
+                        div.chart-status aria-live="polite" { "Loading when scrolled into view…" }
+                        div.chart-plot role="img" aria-label=(format!("Chart of {} by {xlabel}", group.join(", "))) {}
                     }
                 }
             }
@@ -581,8 +583,8 @@ pub fn compare(
                     @for name in metric_names {
                         div.chart id=(format!("chart-{name}")) data-src=(format!("/ui/compare/series.json?name={name}&{ids_q}")) data-live="0" {
                             h3 { (name) }
-                            div.chart-status { "Loading when scrolled into view…" }
-                            div.chart-plot {}
+                            div.chart-status aria-live="polite" { "Loading when scrolled into view…" }
+                            div.chart-plot role="img" aria-label=(format!("Chart of {name} for each compared run")) {}
                         }
                     }
                 }

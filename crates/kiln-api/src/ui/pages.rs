@@ -217,7 +217,7 @@ pub async fn job(state: web::Data<AppState>, s: Session, id: web::Path<Uuid>) ->
         .into_iter()
         .map(|a| view::Attempt {
             attempt: a.attempt,
-            worker: a.worker_id.to_string()[..8].to_owned(),
+            worker: view::short(&a.worker_id),
             started_at: a.started_at,
             ended_at: a.ended_at,
             outcome: a.outcome,
