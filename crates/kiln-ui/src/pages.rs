@@ -742,7 +742,12 @@ pub fn model(
                     td.num { "v" (v.version) }
                     td { @for a in &v.aliases { code { (a) } " " } }
                     td { @if let Value::Object(ms) = &v.metrics { @for (k, x) in ms { @if let Some(x) = x.as_f64() { span { (k) "=" (number(x)) } br; } } } }
-                    td { @if let Some(j) = v.job_id { a href=(format!("/ui/jobs/{j}")) { code { (short(&j)) } } } }
+                    td {
+                        @if let Some(j) = v.job_id { a href=(format!("/ui/jobs/{j}")) { code { (short(&j)) } } }
+                        @if v.spec.as_object().is_some_and(|o| !o.is_empty()) {
+                            details { summary { "spec" } (json_block(&v.spec)) }
+                        }
+                    }
                     td { @if let Some(d) = &v.dataset_sha256 { code { (d.get(..16).unwrap_or(d)) "…" } } }
                     td { (time(&v.created_at)) }
                     @if maintainer { td {
