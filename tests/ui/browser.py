@@ -19,7 +19,9 @@ import uuid
 from PIL import Image, ImageStat
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 API = os.environ["KILN_API_URL"].rstrip("/")
 TOKEN = os.environ["KILN_TOKEN"]
@@ -150,6 +152,28 @@ def main():
              "the job to end cancelled", timeout=120)
         ok(api("GET", f"/v1/jobs/{job_id}", TOKEN)[1]["state"] == "cancelled", "the API says cancelled")
         shot(d, "job-cancelled")
+        # Zoom: dragging across the chart re-fetches that step range; double-click resets.
+        d.get(f"{API}/ui/jobs/{job_id}")
+        chart = d.find_element(By.ID, "chart-loss")
+        scroll_to(d, chart)
+        wait(lambda: chart.get_attribute("data-loaded") == "1", "the loss chart to load")
+        whole = points(d, "chart-loss")
+        over = chart.find_element(By.CSS_SELECTOR, ".u-over")
+        w = over.size["width"]
+        ActionChains(d).move_to_element_with_offset(over, int(-w * 0.3), 0).click_and_hold() \
+            .move_by_offset(int(w * 0.2), 0).release().perform()
+        wait(lambda: "Zoomed" in chart.find_element(By.CLASS_NAME, "chart-status").text, "the zoomed re-fetch")
+        zoomed = points(d, "chart-loss")
+        ok(0 < zoomed < whole, f"the zoomed range holds fewer points ({zoomed} of {whole})")
+        over = chart.find_element(By.CSS_SELECTOR, ".u-over")  # the plot was redrawn
+        ActionChains(d).double_click(over).perform()
+        wait(lambda: points(d, "chart-loss") == whole, "double-click to reset the zoom")
+        # Wall time on the x-axis.
+        Select(d.find_element(By.ID, "x-axis")).select_by_value("time")
+        wait(lambda: d.execute_script("return document.getElementById('chart-loss')._chart.data.x") == "time",
+             "the chart re-fetched with wall time")
+        ok(d.execute_script("return document.getElementById('chart-loss')._chart.data.series[0].times.length") > 0,
+           "wall times for every point")
 
         # Compare two runs: the quickstart's job and this one.
         d.get(f"{API}/ui/runs")
