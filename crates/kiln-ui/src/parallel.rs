@@ -21,7 +21,7 @@ fn fmt(v: f64) -> String {
     if v.abs() >= 1e4 || (v != 0.0 && v.abs() < 1e-3) {
         format!("{v:.3e}")
     } else {
-        format!("{:.4}", v).trim_end_matches('0').trim_end_matches('.').to_owned()
+        format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_owned()
     }
 }
 

@@ -112,7 +112,7 @@ pub fn safe_next(next: Option<&str>) -> String {
         Some(n)
             if n.starts_with("/ui")
                 && !n.starts_with("//")
-                && !n.contains("\\")
+                && !n.contains('\\')
                 && !n.chars().any(char::is_control) =>
         {
             n.to_owned()

@@ -197,18 +197,20 @@ pub async fn job(state: web::Data<AppState>, s: Session, id: web::Path<Uuid>) ->
     let mut series = run_repo::series_names(&state.db, job.id).await?;
     // A training job that has not reported yet gets the charts of the series its task
     // reports, so a page opened before the first epoch ends still fills in live.
-    if series.is_empty() && job.kind == "train" && job.finished_at.is_none() {
-        if let Ok(spec) = kiln_types::spec::JobSpec::parse(&job.spec) {
-            let names: &[&str] = match spec.task {
-                kiln_types::spec::Task::Classification => {
-                    &["train_loss", "val_loss", "val_accuracy", "val_f1"]
-                }
-                kiln_types::spec::Task::Regression => {
-                    &["train_loss", "val_loss", "val_rmse", "val_mae", "val_r2"]
-                }
-            };
-            series = names.iter().map(|n| (*n).to_owned()).collect();
-        }
+    if series.is_empty()
+        && job.kind == "train"
+        && job.finished_at.is_none()
+        && let Ok(spec) = kiln_types::spec::JobSpec::parse(&job.spec)
+    {
+        let names: &[&str] = match spec.task {
+            kiln_types::spec::Task::Classification => {
+                &["train_loss", "val_loss", "val_accuracy", "val_f1"]
+            }
+            kiln_types::spec::Task::Regression => {
+                &["train_loss", "val_loss", "val_rmse", "val_mae", "val_r2"]
+            }
+        };
+        series = names.iter().map(|n| (*n).to_owned()).collect();
     }
     let attempts = state
         .queue
