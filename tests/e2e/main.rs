@@ -5,11 +5,14 @@
 //! of workers over eight jobs, nothing lost or done twice. `upload_memory.rs`: a 200 MB
 //! upload leaves kiln-api's peak memory within 64 MiB of where it was. `batch.rs`: batch
 //! predictions equal a deployment's answers, and a killed worker's successor resumes them.
+//! `studies.rs`: hyperparameter studies find a good model, prune, promote from a
+//! checkpoint, and survive a worker kill and an API restart.
 
 mod batch;
 mod chaos;
 mod metrics;
 mod platform;
+mod studies;
 mod telemetry;
 mod upload_memory;
 

@@ -79,6 +79,24 @@ impl Platform {
         platform
     }
 
+    /// `kill -9` of `kiln-api`, then a new one on the same address (its log replaces the
+    /// first one's); returns once it is ready.
+    pub async fn restart_api(&mut self, api_env: &[(&str, &str)]) {
+        let _ = self.children[0].kill();
+        let _ = self.children[0].wait();
+        let bind = self.api.trim_start_matches("http://").to_owned();
+        let mut env = vec![("KILN_API_BIND", bind.as_str())];
+        env.extend_from_slice(api_env);
+        self.spawn("kiln-api", &env);
+        let new = self.children.pop().expect("just spawned");
+        self.children[0] = new;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.ready().await {
+            assert!(Instant::now() < deadline, "kiln-api did not come back:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Starts a `kiln-worker` (its log is `{log}.log`) with `extra` on top of the test
     /// settings; returns its process id.
     pub fn spawn_worker(&mut self, log: &str, extra: &[(&str, &str)]) -> u32 {

@@ -10,13 +10,14 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    admin, audit, batch, datasets, deployments, health, jobs, models, runs, submit, teams, tokens,
+    admin, audit, batch, datasets, deployments, health, jobs, models, runs, studies, submit, teams,
+    tokens,
 };
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Kiln API", version = "1.0.0",
-         description = "Kiln's REST API for teams: datasets, training jobs, metrics, model registry and serving."),
+         description = "Kiln's REST API for teams: datasets, training jobs, metrics, hyperparameter studies, model registry and serving."),
     paths(
         health::healthz, health::readyz, health::metrics, health::openapi,
         teams::create, teams::list,
@@ -30,6 +31,7 @@ use crate::routes::{
         deployments::create, deployments::list, deployments::get, deployments::patch,
         deployments::delete, deployments::predict, deployments::drift,
         batch::create, batch::list, batch::get, batch::output,
+        studies::create, studies::list, studies::get, studies::stop, studies::register,
         audit::list,
         admin::queue_stats, admin::workers, admin::artifacts_gc,
     ),

@@ -50,8 +50,9 @@ pub const DEFAULT_AUTH_CACHE_SECONDS: u64 = 10;
 pub const DEFAULT_AUTH_OUTAGE_SECONDS: u64 = 900;
 
 impl AppState {
-    /// The state of one API process: metrics, the queue, and serving (whose background
-    /// tasks start on the current tokio runtime).
+    /// The state of one API process: metrics, the queue, serving and (unless it serves
+    /// predictions only) the study scheduler, whose background tasks start on the current
+    /// tokio runtime.
     pub fn new(
         db: kiln_db::Db,
         store: Arc<dyn ArtifactStore>,
@@ -59,13 +60,20 @@ impl AppState {
         serving: ServingArgs,
     ) -> Self {
         let metrics = Metrics::new();
+        let serving_only = serving.serving_only;
         let serving = Serving::start(serving, db.clone(), store.clone(), &metrics.registry);
+        let queue = Queue::new(&db, QueueConfig::default());
+        if !serving_only {
+            // Every replica runs one; each study is advanced under its row lock by one of
+            // them at a time.
+            kiln_study::spawn(queue.clone(), kiln_study::DEFAULT_TICK);
+        }
         AppState {
             tokens: crate::auth::TokenCache::start(
                 std::time::Duration::from_secs(DEFAULT_AUTH_CACHE_SECONDS),
                 db.clone(),
             ),
-            queue: Queue::new(&db, QueueConfig::default()),
+            queue,
             db,
             store,
             metrics,

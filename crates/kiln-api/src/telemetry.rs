@@ -98,7 +98,7 @@ pub const JOB_SECONDS_BUCKETS: [f64; 15] = [
 /// A worker whose last heartbeat is older than this is not counted alive (the default
 /// heartbeat is 10 s, the default lease 60 s).
 pub const WORKER_ALIVE_SECONDS: f64 = 120.0;
-const TERMINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
+const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "pruned"];
 
 /// `{name="value",...}` with Prometheus's escaping of label values.
 fn labels(pairs: &[(&str, &str)]) -> String {

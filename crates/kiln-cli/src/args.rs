@@ -83,6 +83,9 @@ pub enum Command {
     /// Score a whole dataset with a model version, as a queued job; download the CSV.
     #[command(subcommand, name = "batch-predictions")]
     BatchPredictions(BatchCommand),
+    /// Hyperparameter searches: trials through the queue, with early stopping.
+    #[command(subcommand)]
+    Studies(StudiesCommand),
     /// Who the API takes this token for: URL, profile, token prefix and role.
     Whoami,
     /// The audit log, newest first: the caller's team (maintainer) or everyone (admin).
@@ -372,6 +375,37 @@ pub enum ArtifactsCommand {
         /// Never collect objects younger than this many hours.
         #[arg(long, default_value_t = 24.0)]
         grace_hours: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StudiesCommand {
+    /// Start a study from a JSON file (`-` for stdin): base job spec, parameters,
+    /// objective, algorithm, budget, early stopping (docs/studies.md).
+    Create {
+        spec: PathBuf,
+        /// Train every trial on this dataset (sets `base.dataset_id`).
+        #[arg(long)]
+        dataset: Option<uuid::Uuid>,
+        /// Follow it until it ends, then print the trials; exit non-zero unless it
+        /// succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List studies, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one: state, best trial, counts, and every trial with its parameters.
+    Show { id: uuid::Uuid },
+    /// Stop a study: no new trials; queued and running ones are cancelled.
+    Stop { id: uuid::Uuid },
+    /// Register the best finished trial's model as a version of `--model`.
+    Register {
+        id: uuid::Uuid,
+        #[arg(long)]
+        model: String,
     },
 }
 

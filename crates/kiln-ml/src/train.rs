@@ -33,6 +33,8 @@ pub enum StopReason {
     Shutdown,
     /// Another attempt owns the job now.
     LeaseLost,
+    /// A study's early-stopping rule stopped the trial (kept with its checkpoint).
+    Pruned,
 }
 
 /// Progress after one batch.

@@ -26,6 +26,7 @@ mod error;
 mod job;
 pub mod sql;
 mod stats;
+mod study;
 mod waiter;
 mod workers;
 
@@ -46,6 +47,7 @@ pub use job::{Job, JobAttempt, JobEvent};
 pub use stats::{
     AliveWorkers, DurationHistogram, JobMetrics, QueueStats, RunningLease, StateCount,
 };
+pub use study::{NewStudy, NewTrial, StudyLock, StudyRow, TrialRow};
 pub use waiter::{Waiter, Wake};
 pub use workers::{WorkerInfo, WorkerRow};
 

@@ -159,7 +159,7 @@ pub(crate) async fn collect_job_metrics(
     let durations: Vec<BucketRow> = sqlx::query_as(&bucket_sql(
         duration,
         "j.state",
-        "j.state IN ('succeeded', 'failed', 'cancelled') AND j.started_at IS NOT NULL \
+        "j.state IN ('succeeded', 'failed', 'cancelled', 'pruned') AND j.started_at IS NOT NULL \
          AND j.finished_at IS NOT NULL",
     ))
     .bind(len)

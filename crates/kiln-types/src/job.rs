@@ -64,20 +64,26 @@ macro_rules! string_enum {
 
 string_enum!(
     /// Where a job is in its life. `queued → running → succeeded | failed | cancelled`, and
-    /// `running → queued` on a lost lease, a graceful release or a retryable error.
+    /// `running → queued` on a lost lease, a graceful release or a retryable error. A
+    /// study's trial may also end `pruned` (stopped early by the study's rule, keeping its
+    /// checkpoint); ASHA may later promote it back to `queued`, resuming from there.
     JobState, "job state", {
         Queued => "queued",
         Running => "running",
         Succeeded => "succeeded",
         Failed => "failed",
         Cancelled => "cancelled",
+        Pruned => "pruned",
     }
 );
 
 impl JobState {
-    /// True for the three states a job never leaves on its own.
+    /// True for the states a job never leaves on its own.
     pub const fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Pruned
+        )
     }
 }
 
@@ -130,7 +136,7 @@ string_enum!(
 ///
 /// Both entries may be absent (`{}`, the column's default: a job queued without the API);
 /// the worker fails such a job saying so.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobInputs {
     /// The training data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +147,9 @@ pub struct JobInputs {
     /// The model version that scores the dataset, for batch predictions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<crate::batch::ModelInput>,
+    /// The study this job is a trial of, and its early-stopping rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<crate::study::TrialInput>,
 }
 
 /// One stored upload a job reads.
@@ -287,7 +296,7 @@ mod tests {
     fn unknown_state_names_the_valid_ones() {
         let err = "done".parse::<JobState>().unwrap_err();
         assert_eq!(err.value, "done");
-        assert!(err.to_string().contains("queued running succeeded failed cancelled"));
+        assert!(err.to_string().contains("queued running succeeded failed cancelled pruned"));
     }
 
     #[test]
@@ -300,6 +309,9 @@ mod tests {
     #[test]
     fn terminal_states() {
         let terminal: Vec<_> = JobState::ALL.iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, [&JobState::Succeeded, &JobState::Failed, &JobState::Cancelled]);
+        assert_eq!(
+            terminal,
+            [&JobState::Succeeded, &JobState::Failed, &JobState::Cancelled, &JobState::Pruned]
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Kiln's vocabulary: the domain types every other crate speaks, with no I/O.
 //!
 //! Types here are parsed once at the edge ("parse, don't validate") and are valid from then
-//! on: a [`JobState`] is one of five states, a [`DeviceRequirement`] is one of three, and so
+//! on: a [`JobState`] is one of six states, a [`DeviceRequirement`] is one of three, and so
 //! on. The one table that maps error codes to HTTP status codes lives in [`error`], so every
 //! binary answers the same failure with the same code.
 
@@ -16,6 +16,7 @@ pub mod job;
 pub mod memory;
 pub mod secret;
 pub mod spec;
+pub mod study;
 
 pub use auth::Role;
 pub use batch::{BadRow, BatchPredictionSpec, JobKind, ModelInput, OutputPart};

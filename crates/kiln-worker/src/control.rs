@@ -17,13 +17,15 @@ use crate::shutdown::Shutdown;
 
 const NONE: u8 = 0;
 const SHUTDOWN: u8 = 1;
-const CANCELLED: u8 = 2;
-const LEASE_LOST: u8 = 3;
+const PRUNED: u8 = 2;
+const CANCELLED: u8 = 3;
+const LEASE_LOST: u8 = 4;
 
 /// One job's shared state.
 #[derive(Debug)]
 pub struct JobControl {
-    /// The strongest stop reason asked for so far (lease lost > cancelled > shutdown).
+    /// The strongest stop reason asked for so far (lease lost > cancelled > pruned >
+    /// shutdown).
     stop: AtomicU8,
     shutdown: Arc<Shutdown>,
     lease: Duration,
@@ -54,6 +56,7 @@ impl JobControl {
     pub fn request_stop(&self, reason: StopReason) {
         let code = match reason {
             StopReason::Shutdown => SHUTDOWN,
+            StopReason::Pruned => PRUNED,
             StopReason::Cancelled => CANCELLED,
             StopReason::LeaseLost => LEASE_LOST,
         };
@@ -65,6 +68,7 @@ impl JobControl {
         match self.stop.load(Ordering::SeqCst) {
             LEASE_LOST => Some(StopReason::LeaseLost),
             CANCELLED => Some(StopReason::Cancelled),
+            PRUNED => Some(StopReason::Pruned),
             SHUTDOWN => Some(StopReason::Shutdown),
             _ if self.shutdown.is_requested() => Some(StopReason::Shutdown),
             _ => None,

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `kiln_worker_epoch_duration_seconds` | histogram | `model_type`, `device` |
 //! | `kiln_worker_checkpoint_bytes` | histogram | |
-//! | `kiln_worker_jobs_total` | counter | `outcome` (succeeded, failed, failed_retrying, cancelled, released, lease_lost, abandoned) |
+//! | `kiln_worker_jobs_total` | counter | `outcome` (succeeded, failed, failed_retrying, cancelled, pruned, released, lease_lost, abandoned) |
 //! | `kiln_worker_job_duration_seconds` | histogram | `outcome` |
 //! | `kiln_worker_busy` | gauge | 1 while an attempt runs |
 //! | `kiln_worker_info` | gauge (1) | `device`, `version` |
@@ -136,6 +136,7 @@ pub async fn serve(addr: SocketAddr, device: &str) -> anyhow::Result<SocketAddr>
         "failed",
         "failed_retrying",
         "cancelled",
+        "pruned",
         "released",
         "lease_lost",
         "abandoned",

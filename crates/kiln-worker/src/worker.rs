@@ -216,6 +216,7 @@ fn log_end(job_id: Uuid, end: JobEnd) {
             tracing::warn!(job = %job_id, retrying, "job attempt failed")
         }
         JobEnd::Cancelled => tracing::info!(job = %job_id, "job cancelled"),
+        JobEnd::Pruned => tracing::info!(job = %job_id, "trial pruned by its study's rule"),
         JobEnd::Released => tracing::info!(job = %job_id, "job released back to the queue"),
         JobEnd::LeaseLost => {
             tracing::warn!(job = %job_id, "lease lost; another attempt owns the job")

@@ -24,6 +24,7 @@ from .errors import KilnError
 from .jobs import Job, LogLine
 from .models import Alias, Model, ModelVersion
 from .runs import Run, RunInfo
+from .studies import Study
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "LogLine",
     "Model",
     "ModelVersion",
+    "Study",
     "Run",
     "RunInfo",
     "torchscript",

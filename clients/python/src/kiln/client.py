@@ -10,6 +10,7 @@ import httpx
 from ._config import resolve
 from ._http import Transport
 from .batch import BatchPredictions
+from .studies import Studies
 from .datasets import Datasets
 from .deployments import Deployments
 from .jobs import Jobs
@@ -27,7 +28,7 @@ class Client:
     resolves them. ``timeout`` is per request, in seconds.
 
     Namespaces: :attr:`datasets`, :attr:`jobs`, :attr:`runs`, :attr:`models`,
-    :attr:`deployments`, :attr:`batch_predictions`, :attr:`torchscript`. Every failed call raises
+    :attr:`deployments`, :attr:`batch_predictions`, :attr:`studies`, :attr:`torchscript`. Every failed call raises
     :class:`~kiln.KilnError`. Use it as a context manager, or call :meth:`close`, to
     release its connections.
     """
@@ -52,6 +53,7 @@ class Client:
         self.models = Models(self._http)
         self.deployments = Deployments(self._http)
         self.batch_predictions = BatchPredictions(self._http)
+        self.studies = Studies(self._http)
         self.torchscript = TorchScript(self)
 
     def __repr__(self) -> str:  # the token is never shown

@@ -239,6 +239,7 @@ pub async fn create(
             bundle_key: version.bundle_key.clone(),
             bundle_sha256,
         }),
+        trial: None,
     };
     let mut new = NewJob::new(team, serde_json::to_value(&spec).map_err(ApiError::internal)?);
     new.inputs = inputs;

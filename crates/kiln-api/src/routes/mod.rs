@@ -13,6 +13,7 @@ pub mod health;
 pub mod jobs;
 pub mod models;
 pub mod runs;
+pub mod studies;
 pub mod submit;
 pub mod teams;
 pub mod tokens;
@@ -75,6 +76,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, serving_only: bool, json_limit: u
         .service(web::resource("/v1/batch-predictions").post(batch::create).get(batch::list))
         .service(web::resource("/v1/batch-predictions/{id}").get(batch::get))
         .service(web::resource("/v1/batch-predictions/{id}/output").get(batch::output))
+        .service(web::resource("/v1/studies").post(studies::create).get(studies::list))
+        .service(web::resource("/v1/studies/{id}").get(studies::get))
+        .service(web::resource("/v1/studies/{id}/stop").post(studies::stop))
+        .service(web::resource("/v1/studies/{id}/register").post(studies::register))
         .service(web::resource("/v1/audit").get(audit::list))
         .service(web::resource("/v1/admin/queue").get(admin::queue_stats))
         .service(web::resource("/v1/admin/workers").get(admin::workers))

@@ -51,12 +51,24 @@ pub async fn register(
     body: web::Json<RegisterVersion>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Maintainer)?;
+    register_job(&state, &caller, path.into_inner(), "name", body.job_id).await
+}
+
+/// Registers succeeded job `job_id` as a version of model `name` (`name_field`: the
+/// request field a bad name is reported under): 201 with the new version, 200 with the
+/// existing one when the job is already a version of this model.
+pub(crate) async fn register_job(
+    state: &AppState,
+    caller: &Caller,
+    name: String,
+    name_field: &str,
+    job_id: Uuid,
+) -> Result<HttpResponse, ApiError> {
     let team = caller.team()?;
-    let name = path.into_inner();
     if let Some(problem) = models::name_problem(&name, 128) {
-        return Err(ApiError::validation([("name".to_owned(), problem)]));
+        return Err(ApiError::validation([(name_field.to_owned(), problem)]));
     }
-    let job = state.queue.get_for_team(team, body.job_id).await.map_err(|err| match err {
+    let job = state.queue.get_for_team(team, job_id).await.map_err(|err| match err {
         kiln_queue::QueueError::NotFound { .. } => ApiError::validation([(
             "job_id".to_owned(),
             "no job with this id in your team".to_owned(),

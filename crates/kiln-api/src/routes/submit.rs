@@ -43,7 +43,7 @@ pub(crate) fn input_of(d: &datasets::Dataset) -> Result<InputBlob, ApiError> {
 /// Checks the spec against its dataset (and script) with `JobSpec::check_against`, the
 /// rules kiln-ml applies again before training; returns the job's inputs and the dataset's
 /// shape as the model sees it, or records the offending fields.
-async fn resolve_inputs(
+pub(crate) async fn resolve_inputs(
     state: &AppState,
     team: Uuid,
     spec: &JobSpec,
@@ -81,7 +81,11 @@ fn merge(into: &mut ValidationErrors, errors: ValidationErrors) {
 
 /// Refuses a model whose estimated training memory exceeds the limit: a 422 naming the
 /// field to change, with the estimate in the message and in `details.memory_estimate`.
-fn check_model_memory(spec: &JobSpec, shape: &DataShape, limit: u64) -> Result<(), ApiError> {
+pub(crate) fn check_model_memory(
+    spec: &JobSpec,
+    shape: &DataShape,
+    limit: u64,
+) -> Result<(), ApiError> {
     let Some(estimate) = spec.memory_estimate(shape) else { return Ok(()) };
     if estimate.total_bytes <= limit {
         return Ok(());

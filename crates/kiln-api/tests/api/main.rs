@@ -17,6 +17,7 @@ mod runs;
 mod secrets;
 mod serving;
 mod store_faults;
+mod studies;
 mod teams;
 mod ui;
 

@@ -11,6 +11,7 @@ mod ops;
 mod progress;
 mod runs;
 mod serving;
+mod studies;
 
 use clap::CommandFactory;
 
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(cmd) => jobs::run(cmd, &client()?, format).await,
         Command::Runs(cmd) => runs::run(cmd, &client()?, format).await,
         Command::BatchPredictions(cmd) => batch::run(cmd, &client()?, format).await,
+        Command::Studies(cmd) => studies::run(cmd, &client()?, format).await,
         Command::Models(cmd) => datasets::models(cmd, &client()?, format).await,
         Command::Deployments(cmd) => serving::deployments(cmd, &client()?, format).await,
         Command::Predict { deployment, instances } => {

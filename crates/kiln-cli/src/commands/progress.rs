@@ -39,7 +39,7 @@ fn metrics_text(values: &BTreeMap<String, f64>) -> String {
 }
 
 fn ended(state: &str) -> bool {
-    matches!(state, "succeeded" | "failed" | "cancelled")
+    matches!(state, "succeeded" | "failed" | "cancelled" | "pruned")
 }
 
 /// How many epochs the job trains at most: the worker's report once there, else the spec.

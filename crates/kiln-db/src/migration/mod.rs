@@ -40,6 +40,10 @@ impl MigratorTrait for Migrator {
                 name: "m0007_batch_predictions",
                 sql: include_str!("m0007_batch_predictions.sql"),
             }),
+            Box::new(SqlMigration {
+                name: "m0008_studies",
+                sql: include_str!("m0008_studies.sql"),
+            }),
             Box::new(SqlMigration { name: "m0009_ui", sql: include_str!("m0009_ui.sql") }),
         ]
     }

@@ -43,6 +43,13 @@ pub(super) async fn finish(ctx: &JobCtx, trained: Result<(Trained, RunFacts), Fa
                 .await;
                 final_write(ctx, "cancelled", JobEnd::Cancelled, || ctx.queue.cancelled(&ctx.lease))
                     .await
+            } else if reason == StopReason::Pruned {
+                ctx.log_now(info(format!(
+                    "pruned by the study's early-stopping rule after epoch {epoch}; the \
+                     checkpoint is kept, so a promotion resumes from here"
+                )))
+                .await;
+                final_write(ctx, "pruned", JobEnd::Pruned, || ctx.queue.pruned(&ctx.lease)).await
             } else {
                 ctx.log_now(info(format!(
                     "released back to the queue at epoch {epoch}, step {step}: the worker is \

@@ -86,6 +86,8 @@ pub(crate) enum JobEnd {
         retrying: bool,
     },
     Cancelled,
+    /// A study's early-stopping rule stopped the trial.
+    Pruned,
     Released,
     /// Another attempt owns the job; this one wrote nothing more.
     LeaseLost,
@@ -102,6 +104,7 @@ impl JobEnd {
             JobEnd::Failed { retrying: true } => "failed_retrying",
             JobEnd::Failed { retrying: false } => "failed",
             JobEnd::Cancelled => "cancelled",
+            JobEnd::Pruned => "pruned",
             JobEnd::Released => "released",
             JobEnd::LeaseLost => "lease_lost",
             JobEnd::Abandoned => "abandoned",
@@ -132,8 +135,17 @@ impl From<MlError> for Failure {
 #[derive(Debug)]
 enum Event {
     Log(LogLine),
-    Epoch { metrics: kiln_ml::EpochMetrics, line: String },
-    Checkpoint { epoch: u32, bytes: Vec<u8> },
+    /// An epoch's metrics; for a study's trial at a deciding epoch, `decide` answers,
+    /// once they are stored, whether the trial stops there.
+    Epoch {
+        metrics: kiln_ml::EpochMetrics,
+        line: String,
+        decide: Option<std::sync::mpsc::SyncSender<bool>>,
+    },
+    Checkpoint {
+        epoch: u32,
+        bytes: Vec<u8>,
+    },
 }
 
 fn info(message: impl Into<String>) -> LogLine {
@@ -198,6 +210,7 @@ mod tests {
             JobEnd::Failed { retrying: true },
             JobEnd::Failed { retrying: false },
             JobEnd::Cancelled,
+            JobEnd::Pruned,
             JobEnd::Released,
             JobEnd::LeaseLost,
             JobEnd::Abandoned,

@@ -42,7 +42,7 @@ pub(super) async fn finish(ctx: &JobCtx, outcome: Result<Outcome, Failure>) -> J
             .await
         }
         Ok(Outcome::Stopped(StopReason::LeaseLost)) => JobEnd::LeaseLost,
-        Ok(Outcome::Stopped(StopReason::Cancelled)) => {
+        Ok(Outcome::Stopped(StopReason::Cancelled | StopReason::Pruned)) => {
             ctx.log_now(info("cancelled; the stored parts are kept")).await;
             finish::final_write(ctx, "cancelled", JobEnd::Cancelled, || {
                 ctx.queue.cancelled(&ctx.lease)

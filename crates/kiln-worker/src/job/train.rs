@@ -93,6 +93,7 @@ pub(super) async fn prepare_and_train(
         observer: WorkerObserver {
             control: ctx.control.clone(),
             events,
+            trial: job.inputs.trial.clone(),
             checkpoint_every: env.checkpoint_every,
             last_checkpoint: Instant::now(),
             periodic_stop: false,
@@ -211,6 +212,9 @@ impl Training {
 struct WorkerObserver {
     control: Arc<JobControl>,
     events: mpsc::UnboundedSender<Event>,
+    /// The study this job is a trial of: at its rule's deciding epochs, training waits for
+    /// the verdict (a few milliseconds) so a trial stops exactly where the rule says.
+    trial: Option<kiln_types::study::TrialInput>,
     checkpoint_every: Duration,
     last_checkpoint: Instant,
     /// Set when `should_stop` stopped training only for a time-based checkpoint.
@@ -298,7 +302,25 @@ impl TrainObserver for WorkerObserver {
         let epochs = self.control.progress().map_or(0, |p| p.epochs);
         self.epochs.close(metrics);
         let line = epoch_line(metrics, epochs);
-        let _ = self.events.send(Event::Epoch { metrics: metrics.clone(), line });
+        let deciding = self
+            .trial
+            .as_ref()
+            .and_then(|t| t.early_stopping)
+            .is_some_and(|rule| rule.decides_at(metrics.epoch, epochs));
+        let (decide, verdict) = if deciding {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let _ = self.events.send(Event::Epoch { metrics: metrics.clone(), line, decide });
+        // Without an answer in time (the database unreachable), training goes on: a trial
+        // is never stopped on a guess.
+        if let Some(rx) = verdict
+            && rx.recv_timeout(PRUNE_VERDICT_WAIT) == Ok(true)
+        {
+            self.control.request_stop(StopReason::Pruned);
+        }
     }
 
     fn on_checkpoint(&mut self, checkpoint: &Checkpoint) {
@@ -332,6 +354,9 @@ impl TrainObserver for WorkerObserver {
     }
 }
 
+/// How long a trial's training waits for the early-stopping verdict after a deciding epoch.
+const PRUNE_VERDICT_WAIT: Duration = Duration::from_secs(60);
+
 /// Writes what the training thread sends, in batches, until the channel closes.
 pub(super) async fn upload_events(ctx: Arc<JobCtx>, mut rx: mpsc::UnboundedReceiver<Event>) {
     while let Some(first) = rx.recv().await {
@@ -349,9 +374,22 @@ pub(super) async fn upload_events(ctx: Arc<JobCtx>, mut rx: mpsc::UnboundedRecei
         for (i, event) in batch.into_iter().enumerate() {
             match event {
                 Event::Log(line) => logs.push(line),
-                Event::Epoch { metrics, line } => {
+                Event::Epoch { metrics, line, decide } => {
                     points.extend(metric_points(&metrics));
                     logs.push(info(line));
+                    if let Some(reply) = decide {
+                        // The verdict compares this epoch with the other trials': it must
+                        // be stored first.
+                        ctx.flush(&mut logs, &mut points).await;
+                        let stop = prune_verdict(&ctx, metrics.epoch).await;
+                        if stop {
+                            logs.push(info(format!(
+                                "the study's early-stopping rule stops this trial after epoch {}",
+                                metrics.epoch
+                            )));
+                        }
+                        let _ = reply.send(stop);
+                    }
                 }
                 Event::Checkpoint { epoch, bytes } if Some(i) == newest_checkpoint => {
                     // Metrics up to this epoch land before the checkpoint that follows them.
@@ -362,6 +400,18 @@ pub(super) async fn upload_events(ctx: Arc<JobCtx>, mut rx: mpsc::UnboundedRecei
             }
         }
         ctx.flush(&mut logs, &mut points).await;
+    }
+}
+
+/// Whether the study's rule stops this trial after `epoch` (false when it cannot tell).
+async fn prune_verdict(ctx: &JobCtx, epoch: u32) -> bool {
+    let Some(trial) = &ctx.lease.job.inputs.trial else { return false };
+    match kiln_study::should_prune(&ctx.queue, trial, ctx.job_id(), epoch).await {
+        Ok(stop) => stop,
+        Err(err) => {
+            tracing::warn!(job = %ctx.job_id(), error = %err, "no early-stopping verdict; training goes on");
+            false
+        }
     }
 }
 
@@ -433,6 +483,7 @@ mod tests {
         let mut observer = WorkerObserver {
             control: control.clone(),
             events,
+            trial: None,
             checkpoint_every: Duration::ZERO,
             last_checkpoint: Instant::now(),
             periodic_stop: false,

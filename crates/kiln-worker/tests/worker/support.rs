@@ -158,6 +158,7 @@ impl Bench {
             }),
             script: None,
             model: None,
+            trial: None,
         };
         Uploaded { id, inputs, key: info.key }
     }

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# A Kiln study vs Optuna on the same search, as shipped: the release kiln-api and one
+# kiln-worker started as the quickstart starts them (default settings, a private PostgreSQL,
+# the file artifact store), then, in the same run, on this machine:
+#   - Kiln: `kiln studies create --wait` of the digits MLP (64 → hidden → 10), learning rate
+#     log-uniform in [0.001, 0.05] × hidden in [[32], [64], [64, 32]], TPE, ASHA
+#     (min_epochs 1, reduction_factor 3) on val_loss, BENCH_TRIALS (12) trials of
+#     BENCH_EPOCHS (12) epochs, one at a time; timed from the request to the study's end
+#     (every trial's queueing, data fetch and bundle upload included);
+#   - Optuna (TPESampler + SuccessiveHalvingPruner, from the package index) driving the same
+#     model in PyTorch eager with the same budget, in one process, for seeds 1, 2 and 3
+#     (scripts/bench/optuna_digits.py).
+# Both use every core. Prints a Markdown table (docs/benchmarks.md). BENCH_NO_BUILD=1 uses
+# the release binaries already built.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$KILN_ROOT"
+kiln_ensure_libtorch
+command -v curl >/dev/null 2>&1 || kiln_apt_install curl >&2
+command -v psql >/dev/null 2>&1 || kiln_apt_install postgresql-client >&2
+trials="${BENCH_TRIALS:-12}" epochs="${BENCH_EPOCHS:-12}"
+optuna_dir="$KILN_CACHE/optuna-4.6.0"
+if [ ! -d "$optuna_dir/optuna" ]; then
+  kiln_log "installing optuna into $optuna_dir (once)"
+  "$KILN_CACHE/venv/bin/pip" install -q --target "$optuna_dir" optuna==4.6.0
+fi
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  kiln_log "building the release binaries"
+  cargo build --release --locked -p kiln-api -p kiln-worker -p kiln-cli
+fi
+bin="$CARGO_TARGET_DIR/release"
+kiln() { "$bin/kiln" "$@"; }
+
+state=$(mktemp -d /tmp/kiln-bench-studies.XXXXXX)
+mkdir -p "$state/logs"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  kiln_stop_private_postgres "$state/postgres" 2>/dev/null || true
+  kiln_log "logs kept in $state/logs"
+}
+trap cleanup EXIT
+start() { local name="$1"; shift; setsid nohup "$@" >>"$state/logs/$name.log" 2>&1 </dev/null & pids+=("$!"); }
+
+pg_port=$(kiln_free_port)
+kiln_start_private_postgres "$state/postgres" "$pg_port"
+psql "postgres://postgres@127.0.0.1:$pg_port/postgres" -Xqc "create database kiln" >/dev/null
+export KILN_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/kiln"
+export KILN_ARTIFACT_STORE="file://$state/artifacts"
+export KILN_API_BIND="127.0.0.1:$(kiln_free_port)"
+export KILN_API_URL="http://$KILN_API_BIND"
+export KILN_WORKER_METRICS_BIND="127.0.0.1:$(kiln_free_port)"
+kiln admin migrate
+export KILN_TOKEN
+KILN_TOKEN=$(kiln admin bootstrap --name bench)
+start kiln-api "$bin/kiln-api"
+kiln_wait_http "$KILN_API_URL/readyz" 120 || { tail -n 30 "$state/logs/kiln-api.log" >&2; exit 1; }
+KILN_WORKER_CACHE_DIR="$state/worker-cache" start kiln-worker "$bin/kiln-worker"
+kiln admin teams create bench >/dev/null
+KILN_TOKEN=$(kiln admin tokens create --team bench --role maintainer --name bench)
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+dataset=$(curl -fsS -H "Authorization: Bearer $KILN_TOKEN" -H 'content-type: text/csv' \
+  --data-binary @data/digits.csv "$KILN_API_URL/v1/datasets?name=digits" | json_field '["id"]')
+cat >"$state/study.json" <<JSON
+{"name": "bench", "base": {"dataset_id": "$dataset", "task": "classification", "target": "digit",
+  "model": {"type": "mlp", "hidden": [32]},
+  "hyperparameters": {"epochs": $epochs, "batch_size": 32, "seed": 1}},
+ "parameters": {"hyperparameters.learning_rate": {"type": "float", "min": 0.001, "max": 0.05, "log": true},
+                "model.hidden": {"type": "categorical", "values": [[32], [64], [64, 32]]}},
+ "objective": {"metric": "val_loss", "goal": "minimize"},
+ "algorithm": "tpe", "seed": 1, "max_trials": $trials, "parallel_trials": 1,
+ "early_stopping": {"type": "asha", "min_epochs": 1, "reduction_factor": 3}}
+JSON
+kiln_log "Kiln: $trials trials of $epochs epochs"
+t0=$(date +%s.%N)
+kiln --output json studies create "$state/study.json" --wait >"$state/kiln.json"
+t1=$(date +%s.%N)
+kiln_log "Optuna: the same search, seeds 1 2 3"
+for seed in 1 2 3; do
+  PYTHONPATH="$optuna_dir" "$KILN_CACHE/venv/bin/python" scripts/bench/optuna_digits.py \
+    --data data/digits.csv --trials "$trials" --epochs "$epochs" --seed "$seed" --threads "$(nproc)" \
+    >>"$state/optuna.jsonl"
+done
+
+python3 - "$state/kiln.json" "$state/optuna.jsonl" "$t0" "$t1" "$trials" "$epochs" <<'PY'
+import json, statistics, sys
+kiln = json.load(open(sys.argv[1]))
+optuna = [json.loads(l) for l in open(sys.argv[2])]
+seconds = float(sys.argv[4]) - float(sys.argv[3])
+trials, epochs = int(sys.argv[5]), int(sys.argv[6])
+best = kiln["best_trial"]["objective"]
+spent = sum(t["epochs"] for t in kiln["trials"])
+print()
+print(f"Study vs Optuna: digits MLP, {trials} trials × {epochs} epochs budget, TPE + ASHA/SuccessiveHalving "
+      f"(rf 3) on val_loss, release binaries (defaults), one worker, same run")
+print()
+print("| search | best val_loss | wall seconds | epochs trained | pruned |")
+print("|---|---:|---:|---:|---:|")
+print(f"| Kiln study (seed 1) | {best:.4f} | {seconds:.1f} | {spent} | {kiln['counts']['pruned']} |")
+for o in optuna:
+    print(f"| Optuna seed {o['seed']} | {o['best_val_loss']:.4f} | {o['seconds']:.1f} | {o['epochs']} | {o['pruned']} |")
+losses = [o["best_val_loss"] for o in optuna]
+secs = statistics.median(o["seconds"] for o in optuna)
+print()
+print(f"Optuna's best val_loss spread: {min(losses):.4f} to {max(losses):.4f}; Kiln's {best:.4f} "
+      f"({'within or better' if best <= max(losses) else 'worse'}). Wall time: Kiln {seconds:.1f} s vs "
+      f"Optuna's median {secs:.1f} s ({seconds / secs:.2f}×).")
+PY
