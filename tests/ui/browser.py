@@ -172,7 +172,7 @@ def main():
         Select(d.find_element(By.ID, "x-axis")).select_by_value("time")
         wait(lambda: d.execute_script("return document.getElementById('chart-loss')._chart.data.x") == "time",
              "the chart re-fetched with wall time")
-        ok(d.execute_script("return document.getElementById('chart-loss')._chart.data.series[0].times.length") > 0,
+        ok(d.execute_script("return document.getElementById('chart-loss')._chart.data.series[0].seconds.length") > 0,
            "wall times for every point")
 
         # Compare two runs: the quickstart's job and this one.

@@ -48,9 +48,13 @@
     var self = this;
     this.data = data;
     var total = 0;
+    // Wall times arrive as milliseconds after t0; uPlot's time scale wants Unix seconds.
+    data.series.forEach(function (s) {
+      if (s.times) s.seconds = s.times.map(function (ms) { return ms === null ? null : s.t0 + ms / 1000; });
+    });
     var tables = data.series.map(function (s) {
       total += s.steps.length;
-      var xs = data.x === "time" && s.times ? s.times : s.steps;
+      var xs = data.x === "time" && s.seconds ? s.seconds : s.steps;
       return [xs, s.values];
     });
     this.el.dataset.points = String(total);
@@ -96,7 +100,7 @@
     if (this.data.x !== "time") return [Math.floor(lo), Math.ceil(hi)];
     var sLo = Infinity, sHi = -Infinity;
     this.data.series.forEach(function (s) {
-      (s.times || []).forEach(function (t, i) {
+      (s.seconds || []).forEach(function (t, i) {
         if (t >= lo && t <= hi) { sLo = Math.min(sLo, s.steps[i]); sHi = Math.max(sHi, s.steps[i]); }
       });
     });

@@ -121,8 +121,9 @@ pub struct ChartData {
     pub series: Vec<ChartSeries>,
 }
 
-/// One line of a chart. `steps` and `values` are parallel; `times` (Unix seconds, to the
-/// millisecond) only when the chart asked for wall time. Non-finite values are `null`.
+/// One line of a chart. `steps` and `values` are parallel; with wall time asked for,
+/// `times` are milliseconds after `t0` (Unix seconds), parallel too: small integers, so a
+/// time axis costs a few bytes a point. Non-finite values (and unknown times) are `null`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChartSeries {
     /// The metric's name.
@@ -133,20 +134,30 @@ pub struct ChartSeries {
     /// Values as f32: the chart's resolution, and half the bytes of f64's digits.
     pub values: Vec<Option<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub times: Option<Vec<f64>>,
+    pub t0: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub times: Option<Vec<Option<i64>>>,
     /// True when the range held more points than were sent (it was reduced).
     pub downsampled: bool,
 }
 
 impl ChartSeries {
     pub fn new(name: &str, label: &str, points: &[Point], x: XAxis, downsampled: bool) -> Self {
+        let t0 = points.iter().map(|p| p.t).filter(|t| t.is_finite()).reduce(f64::min);
+        let wall = x == XAxis::Time;
         ChartSeries {
             name: name.to_owned(),
             label: label.to_owned(),
             steps: points.iter().map(|p| p.step).collect(),
             values: points.iter().map(|p| p.value.is_finite().then_some(p.value as f32)).collect(),
-            times: (x == XAxis::Time)
-                .then(|| points.iter().map(|p| (p.t * 1000.0).round() / 1000.0).collect()),
+            t0: if wall { Some(t0.unwrap_or(0.0)) } else { None },
+            times: wall.then(|| {
+                let t0 = t0.unwrap_or(0.0);
+                points
+                    .iter()
+                    .map(|p| p.t.is_finite().then(|| ((p.t - t0) * 1000.0).round() as i64))
+                    .collect()
+            }),
             downsampled,
         }
     }
@@ -214,6 +225,18 @@ mod tests {
         assert_eq!(b[0].min.step, 0);
         let json = ChartSeries::new("x", "x", &flatten(&b), XAxis::Step, true);
         assert!(json.values.contains(&None), "NaN is sent as null");
+    }
+
+    #[test]
+    fn wall_times_are_millisecond_offsets() {
+        let pts: Vec<Point> = (0..3)
+            .map(|s| Point { step: s, value: 1.0, t: 1_700_000_000.25 + s as f64 * 1.5 })
+            .collect();
+        let s = ChartSeries::new("x", "x", &pts, XAxis::Time, false);
+        assert_eq!(s.t0, Some(1_700_000_000.25));
+        assert_eq!(s.times, Some(vec![Some(0), Some(1500), Some(3000)]));
+        let s = ChartSeries::new("x", "x", &pts, XAxis::Step, false);
+        assert_eq!((s.t0, s.times), (None, None), "no times unless asked");
     }
 
     #[test]
