@@ -224,6 +224,24 @@ def main():
         d.find_element(By.ID, "set-traffic").click()
         wait(lambda: "Traffic is now" in d.page_source, "the split cleared")
 
+        # A small study: its page plots each trial's objective and lists the trials.
+        status, study = api("POST", "/v1/studies", TOKEN, {
+            "name": "ui-check", "base": {"dataset_id": dataset, "task": "classification", "target": "species",
+                                         "model": {"type": "mlp", "hidden": [8]},
+                                         "hyperparameters": {"epochs": 5, "batch_size": 16}},
+            "parameters": {"hyperparameters.learning_rate": {"type": "float", "min": 0.005, "max": 0.1, "log": True}},
+            "objective": {"metric": "val_accuracy"}, "max_trials": 2})
+        ok(status == 201, f"a study is created ({status})")
+        wait(lambda: api("GET", f"/v1/studies/{study['id']}", TOKEN)[1]["state"] != "running", "the study to end",
+             timeout=300)
+        d.get(f"{API}/ui/studies")
+        ok("ui-check" in d.page_source, "the studies list shows it")
+        d.get(f"{API}/ui/studies/{study['id']}")
+        ok(len(d.find_elements(By.CSS_SELECTOR, "svg.objective circle")) == 2, "the objective of both trials is plotted")
+        ok(len(d.find_elements(By.CSS_SELECTOR, "#trials tbody tr")) == 2, "both trials are listed")
+        ok(d.find_elements(By.CSS_SELECTOR, "svg.parallel polyline"), "the study's parallel coordinates")
+        shot(d, "study")
+
         for page in ("datasets", "models", "deployments"):
             d.get(f"{API}/ui/{page}")
             shot(d, page)

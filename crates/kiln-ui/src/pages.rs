@@ -34,6 +34,7 @@ impl Ctx {
 pub enum Nav {
     Jobs,
     Runs,
+    Studies,
     Datasets,
     Models,
     Deployments,
@@ -74,6 +75,7 @@ pub fn layout(ctx: Option<&Ctx>, nav: Nav, title: &str, body: Markup) -> Markup 
                             } @else {
                                 (item(Nav::Jobs, "/ui/jobs", "Jobs"))
                                 (item(Nav::Runs, "/ui/runs", "Runs"))
+                                (item(Nav::Studies, "/ui/studies", "Studies"))
                                 (item(Nav::Datasets, "/ui/datasets", "Datasets"))
                                 (item(Nav::Models, "/ui/models", "Models"))
                                 (item(Nav::Deployments, "/ui/deployments", "Deployments"))
@@ -944,6 +946,136 @@ pub fn admin(ctx: &Ctx, v: AdminView<'_>) -> Markup {
                 thead { tr { th { "Team" } th.num { "Max running jobs" } th { "Created" } } }
                 tbody { @for t in v.teams { tr { td { (t.name) } td.num { (t.max_running_jobs) } td { (time(&t.created_at)) } } } }
             } } }
+        },
+    )
+}
+
+/// Studies, newest first.
+pub fn studies(ctx: &Ctx, items: &[kiln_types::study::Study]) -> Markup {
+    layout(
+        Some(ctx),
+        Nav::Studies,
+        "Studies",
+        html! {
+            h1 { "Studies" }
+            @if items.is_empty() {
+                div.empty { "No studies yet. Start a hyperparameter search with "
+                    code { "kiln studies create FILE --dataset ID" } " (docs/studies.md)." }
+            } @else {
+                div.table-wrap { table {
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "State" } th scope="col" { "Trials" }
+                        th scope="col" { "Best" } th scope="col" { "Created" } } }
+                    tbody { @for s in items {
+                        @let c = &s.counts;
+                        tr {
+                            td { a href=(format!("/ui/studies/{}", s.id)) { (s.name) } }
+                            td { (state_badge(s.state.as_str())) }
+                            td { (c.queued + c.running + c.succeeded + c.pruned + c.failed + c.cancelled) " / " (s.spec.trial_budget())
+                                @if c.pruned > 0 { span.muted { " (" (c.pruned) " pruned)" } } }
+                            td { @match &s.best_trial {
+                                Some(b) => { (s.spec.objective.metric) " " (number(b.objective)) }
+                                None => { span.muted { "—" } }
+                            } }
+                            td { (time(&s.created_at)) }
+                        }
+                    } }
+                } }
+            }
+        },
+    )
+}
+
+/// The objective of every trial that has one, by trial number, coloured by state.
+pub fn objective_by_trial(study: &kiln_types::study::Study) -> Markup {
+    const W: f64 = 960.0;
+    const H: f64 = 260.0;
+    const PAD: f64 = 50.0;
+    let points: Vec<(u32, f64, JobState)> =
+        study.trials.iter().filter_map(|t| Some((t.number, t.objective?, t.state))).collect();
+    if points.is_empty() {
+        return html! { div.empty { "No trial has reported its objective yet." } };
+    }
+    let n = study.trials.len().max(2) as f64;
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let x = |i: u32| PAD + (W - 2.0 * PAD) * f64::from(i) / (n - 1.0);
+    let y = |v: f64| {
+        let f = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+        H - PAD - (H - 2.0 * PAD) * f
+    };
+    let colour = |s: JobState| match s {
+        JobState::Succeeded => "#1a7f37",
+        JobState::Pruned => "#9a6700",
+        JobState::Failed => "#cf222e",
+        _ => "#0969da",
+    };
+    let metric = &study.spec.objective.metric;
+    html! {
+        svg class="objective" viewBox=(format!("0 0 {W} {H}")) role="img"
+            aria-label=(format!("{metric} of each of {} trials", points.len())) {
+            line x1=(PAD) y1=(H - PAD) x2=(W - PAD) y2=(H - PAD) stroke="#8c959f" {}
+            line x1=(PAD) y1=(PAD) x2=(PAD) y2=(H - PAD) stroke="#8c959f" {}
+            text x=(PAD) y=(PAD - 12.0) font-size="13" { (metric) }
+            text x=(PAD - 6.0) y=(y(hi) + 4.0) font-size="11" text-anchor="end" { (number(hi)) }
+            text x=(PAD - 6.0) y=(y(lo) + 4.0) font-size="11" text-anchor="end" { (number(lo)) }
+            text x=(W - PAD) y=(H - PAD + 20.0) font-size="12" text-anchor="end" { "trial" }
+            @for (i, v, s) in &points {
+                circle cx=(format!("{:.1}", x(*i))) cy=(format!("{:.1}", y(*v))) r="5" fill=(colour(*s)) {
+                    title { "trial " (i) " (" (s.as_str()) "): " (number(*v)) }
+                }
+            }
+        }
+        p.muted { "Green: succeeded · amber: pruned · red: failed · blue: open." }
+    }
+}
+
+/// One study: state, best trial, the objective by trial, parallel coordinates of the
+/// parameters against the objective, and every trial (with a stop button for members).
+pub fn study(ctx: &Ctx, s: &kiln_types::study::Study, parallel: Markup) -> Markup {
+    let c = &s.counts;
+    let paths: Vec<&String> = s.spec.parameters.keys().collect();
+    layout(
+        Some(ctx),
+        Nav::Studies,
+        &s.name,
+        html! {
+            h1 { "Study " (s.name) }
+            p.muted { (s.id) " · " (state_badge(s.state.as_str())) " · created " (time(&s.created_at))
+                @if let Some(r) = &s.reason { " · " (r) } }
+            @if ctx.can(Role::Member) && s.state == kiln_types::study::StudyState::Running {
+                form method="post" action=(format!("/ui/studies/{}/stop", s.id)) {
+                    (csrf_field(ctx))
+                    button.secondary type="submit" id="stop-study" { "Stop study" }
+                }
+            }
+            dl.summary {
+                dt { "Objective" } dd { (s.spec.objective.metric) " (" (value_text(&serde_json::to_value(s.spec.objective.goal).unwrap_or_default())) ")" }
+                dt { "Best" } dd { @match &s.best_trial {
+                    Some(b) => { (number(b.objective)) " — " a href=(format!("/ui/jobs/{}", b.job_id)) { "trial " (b.number) } }
+                    None => { span.muted { "no trial has finished yet" } }
+                } }
+                dt { "Trials" } dd { (c.succeeded) " succeeded, " (c.pruned) " pruned, " (c.running) " running, "
+                    (c.queued) " queued, " (c.failed) " failed, " (c.cancelled) " cancelled of " (s.spec.trial_budget()) }
+            }
+            h2 { "Objective by trial" }
+            (objective_by_trial(s))
+            h2 { "Parameters against the objective" }
+            (parallel)
+            h2 { "Trials" }
+            div.table-wrap { table id="trials" {
+                thead { tr { th scope="col" { "#" } th scope="col" { "State" } th scope="col" { (s.spec.objective.metric) }
+                    th scope="col" { "Epochs" } @for p in &paths { th scope="col" { (p) } } } }
+                tbody { @for t in &s.trials {
+                    tr {
+                        td { a href=(format!("/ui/jobs/{}", t.job_id)) { (t.number) } }
+                        td { (state_badge(t.state.as_str())) }
+                        td { @match t.objective { Some(v) => { (number(v)) } None => { span.muted { "—" } } } }
+                        td { (t.epochs) @if t.promotions > 0 { span.muted { " (promoted " (t.promotions) "×)" } } }
+                        @for p in &paths { td { @match t.params.get(*p) { Some(v) => { (value_text(v)) } None => { "—" } } } }
+                    }
+                } }
+            } }
         },
     )
 }

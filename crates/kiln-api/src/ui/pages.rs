@@ -408,6 +408,53 @@ fn number_of(v: &serde_json::Value) -> Option<f64> {
     }
 }
 
+pub async fn studies(state: web::Data<AppState>, s: Session) -> Page {
+    let items = routes::studies::list(state, s.caller, list(200)).await?.into_inner().items;
+    Ok(html_page(view::studies(&s.ctx, &items)))
+}
+
+/// A study, with its parameters (the numeric ones) against its objective.
+pub async fn study(state: web::Data<AppState>, s: Session, id: web::Path<Uuid>) -> Page {
+    let study = routes::studies::get(state, s.caller, id).await?.into_inner();
+    let numeric: Vec<String> = study
+        .spec
+        .parameters
+        .iter()
+        .filter(|(_, p)| !matches!(p, kiln_types::study::ParamSpec::Categorical { .. }))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let parallel = if numeric.is_empty() {
+        maud::html! { div.empty { "No numeric parameter to plot (categorical values are in the table)." } }
+    } else {
+        let mut axes = numeric.clone();
+        axes.push(study.spec.objective.metric.clone());
+        let lines: Vec<kiln_ui::parallel::Line> = study
+            .trials
+            .iter()
+            .map(|t| {
+                let mut values: Vec<Option<f64>> =
+                    numeric.iter().map(|p| t.params.get(p).and_then(number_of)).collect();
+                values.push(t.objective);
+                kiln_ui::parallel::Line { label: format!("trial {}", t.number), values }
+            })
+            .collect();
+        kiln_ui::parallel::svg(&axes, &lines)
+    };
+    Ok(html_page(view::study(&s.ctx, &study, parallel)))
+}
+
+pub async fn stop_study(
+    state: web::Data<AppState>,
+    s: Session,
+    id: web::Path<Uuid>,
+    form: web::Form<CsrfForm>,
+) -> Page {
+    s.check_csrf(&form.csrf)?;
+    let id = id.into_inner();
+    routes::studies::stop(state, s.caller, web::Path::from(id)).await?;
+    Ok(see_other(&format!("/ui/studies/{id}")))
+}
+
 pub async fn datasets(state: web::Data<AppState>, s: Session) -> Page {
     let q = routes::datasets::DatasetListQuery { name: None, limit: Some(200), cursor: None };
     let items = routes::datasets::list(state, s.caller, web::Query(q)).await?.into_inner().items;

@@ -317,3 +317,62 @@ async fn chart_data_is_downsampled_in_postgresql_keeping_extremes_and_ends() {
     let page = get(&app, &format!("/ui/runs/{id}"), &session).await.text().await.unwrap();
     assert!(page.contains(&format!("data-src=\"/ui/runs/{id}/series.json?names=loss\"")));
 }
+
+#[tokio::test]
+async fn a_study_page_shows_its_trials_and_a_member_can_stop_it() {
+    let app = spawn_app().await;
+    let team = app.team("ui-study").await;
+    let other = app.team("ui-study-other").await;
+    let data = app.upload(&team.member, "iris", "text/csv", crate::example("iris.csv")).await;
+    let res = app
+        .post(
+            "/v1/studies",
+            &team.member,
+            json!({"name": "ui-search",
+                   "base": {"dataset_id": data["id"], "task": "classification", "target": "species",
+                            "model": {"type": "mlp", "hidden": [8]}, "hyperparameters": {"epochs": 3}},
+                   "parameters": {"hyperparameters.learning_rate": {"type": "float", "min": 0.001, "max": 0.1, "log": true}},
+                   "objective": {"metric": "val_accuracy"}, "max_trials": 4, "parallel_trials": 2}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    // The scheduler queues the first two trials.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s: Value =
+            app.get(&format!("/v1/studies/{id}"), &team.viewer).await.json().await.unwrap();
+        if s["trials"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let member = sign_in(&app, &team.member).await;
+    let list = get(&app, "/ui/studies", &member).await.text().await.unwrap();
+    assert!(list.contains("ui-search") && list.contains(&format!("/ui/studies/{id}")), "{list}");
+    let res = get(&app, &format!("/ui/studies/{id}"), &member).await;
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("Study ui-search") && page.contains("hyperparameters.learning_rate"),
+        "{page}"
+    );
+    assert_eq!(page.matches("state-queued").count(), 2, "both queued trials are listed");
+    assert!(page.contains("No trial has reported its objective yet"));
+    assert!(page.contains("class=\"parallel\""), "parallel coordinates of the numeric parameter");
+
+    // Another team's study is a 404 page.
+    let outsider = sign_in(&app, &other.member).await;
+    assert_eq!(get(&app, &format!("/ui/studies/{id}"), &outsider).await.status(), 404);
+    // Stopping needs the session's CSRF token; with it, the study stops.
+    let res = post(&app, &format!("/ui/studies/{id}/stop"), &member, &[("csrf", "forged")]).await;
+    assert_eq!(res.status(), 403);
+    let csrf = csrf_of(&page);
+    let res = post(&app, &format!("/ui/studies/{id}/stop"), &member, &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    let s: Value = app.get(&format!("/v1/studies/{id}"), &team.viewer).await.json().await.unwrap();
+    assert_eq!(s["state"], "stopped");
+    assert_eq!(s["counts"]["cancelled"], 2);
+}
