@@ -53,6 +53,8 @@ pub use workers::{WorkerInfo, WorkerRow};
 
 /// The channel the `jobs_notify_queued` trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "kiln_jobs";
+/// The channel the `jobs_notify_trial_ended` trigger notifies when a study's trial ends.
+pub const STUDY_CHANNEL: &str = "kiln_studies";
 
 /// Tunables of the queue. Defaults match OPERATIONS.md.
 #[derive(Debug, Clone)]
@@ -652,17 +654,24 @@ impl Queue {
     /// The worker saw a cancel request and stopped: the job ends `cancelled`, keeping its
     /// last checkpoint.
     pub async fn cancelled(&self, lease: &Lease) -> Result<(), QueueError> {
+        self.stopped_as(lease, JobState::Cancelled).await
+    }
+
+    /// Ends the leased job in `state` (`cancelled` or `pruned`), its attempt with the same
+    /// outcome, keeping its checkpoint; fenced by the lease.
+    pub(crate) async fn stopped_as(&self, lease: &Lease, state: JobState) -> Result<(), QueueError> {
         let done = sqlx::query(&format!(
             "WITH done AS ( \
-                 UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, \
+                 UPDATE jobs SET state = $3, lease_owner = NULL, lease_expires_at = NULL, \
                      finished_at = now(), updated_at = now() \
                  WHERE {FENCE} RETURNING id, lease_epoch) \
-             UPDATE job_attempts a SET ended_at = now(), outcome = 'cancelled' \
+             UPDATE job_attempts a SET ended_at = now(), outcome = $3 \
              FROM done WHERE a.job_id = done.id AND a.lease_epoch = done.lease_epoch \
              RETURNING a.job_id"
         ))
         .bind(lease.job.id)
         .bind(lease.epoch)
+        .bind(state.as_str())
         .execute(&self.pool)
         .await?;
         fenced(done.rows_affected(), lease)
@@ -760,6 +769,11 @@ impl Queue {
     /// A waiter that sleeps until work may be available (see [`Waiter`]).
     pub async fn waiter(&self) -> Result<Waiter, QueueError> {
         Waiter::listen(&self.pool, self.config.poll_interval).await
+    }
+
+    /// A waiter woken when a study's trial ends (or after `poll`): the study scheduler's.
+    pub async fn study_waiter(&self, poll: Duration) -> Result<Waiter, QueueError> {
+        Waiter::listen_on(&self.pool, STUDY_CHANNEL, poll).await
     }
 
     /// Registers (or re-registers) a worker process.

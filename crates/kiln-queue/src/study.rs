@@ -20,8 +20,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::sql::FENCE;
-use crate::{Lease, NewJob, Queue, QueueError, fenced, parse_state};
+use crate::{Lease, NewJob, Queue, QueueError, parse_state};
 
 /// A study as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,11 +143,14 @@ fn trial_from_row(row: &sqlx::postgres::PgRow) -> Result<TrialRow, QueueError> {
 }
 
 impl Queue {
-    /// Records a new study (state `running`); the scheduler proposes its trials.
+    /// Records a new study (state `running`) and wakes the schedulers: one of them proposes
+    /// its first trials at once.
     pub async fn create_study(&self, new: &NewStudy) -> Result<StudyRow, QueueError> {
         sqlx::query_as(&format!(
-            "INSERT INTO studies (id, team_id, name, spec, inputs, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {STUDY_COLUMNS}"
+            "WITH s AS (INSERT INTO studies (id, team_id, name, spec, inputs, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {STUDY_COLUMNS}) \
+             SELECT s.*, pg_notify('{}', s.id::text) FROM s",
+            crate::STUDY_CHANNEL
         ))
         .bind(Uuid::now_v7())
         .bind(new.team_id)
@@ -251,20 +253,7 @@ impl Queue {
 
     /// The worker stopped a trial early: it ends `pruned`, keeping its checkpoint.
     pub async fn pruned(&self, lease: &Lease) -> Result<(), QueueError> {
-        let done = sqlx::query(&format!(
-            "WITH done AS ( \
-                 UPDATE jobs SET state = 'pruned', lease_owner = NULL, lease_expires_at = NULL, \
-                     finished_at = now(), updated_at = now() \
-                 WHERE {FENCE} RETURNING id, lease_epoch) \
-             UPDATE job_attempts a SET ended_at = now(), outcome = 'pruned' \
-             FROM done WHERE a.job_id = done.id AND a.lease_epoch = done.lease_epoch \
-             RETURNING a.job_id"
-        ))
-        .bind(lease.job.id)
-        .bind(lease.epoch)
-        .execute(&self.pool)
-        .await?;
-        fenced(done.rows_affected(), lease)
+        self.stopped_as(lease, JobState::Pruned).await
     }
 
     /// Every trial's value of `metric` at `epoch`, with its state (the trials that reported

@@ -27,8 +27,16 @@ pub struct Waiter {
 
 impl Waiter {
     pub(crate) async fn listen(pool: &PgPool, poll_interval: Duration) -> Result<Self, QueueError> {
+        Self::listen_on(pool, NOTIFY_CHANNEL, poll_interval).await
+    }
+
+    pub(crate) async fn listen_on(
+        pool: &PgPool,
+        channel: &str,
+        poll_interval: Duration,
+    ) -> Result<Self, QueueError> {
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
+        listener.listen(channel).await?;
         Ok(Self { listener, poll_interval })
     }
 

@@ -23,15 +23,24 @@ use crate::sampler::{self, Observation};
 /// How often the scheduler looks at running studies by default.
 pub const DEFAULT_TICK: Duration = Duration::from_millis(500);
 
-/// Starts the scheduler on the current tokio runtime; it runs until the runtime stops.
+/// Starts the scheduler on the current tokio runtime; it runs until the runtime stops. A
+/// pass runs as soon as a trial ends (PostgreSQL notifies `kiln_studies`), and every `tick`
+/// anyway (new studies, lost notifications, a listener that cannot connect).
 pub fn spawn(queue: Queue, tick: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waiter = None;
         loop {
-            interval.tick().await;
             if let Err(err) = tick_once(&queue).await {
                 tracing::warn!(error = %err, "the study scheduler's pass failed; it tries again");
+            }
+            if waiter.is_none() {
+                waiter = queue.study_waiter(tick).await.ok();
+            }
+            match &mut waiter {
+                Some(w) => {
+                    w.wait().await;
+                }
+                None => tokio::time::sleep(tick).await,
             }
         }
     })

@@ -45,6 +45,10 @@ impl MigratorTrait for Migrator {
                 sql: include_str!("m0008_studies.sql"),
             }),
             Box::new(SqlMigration { name: "m0009_ui", sql: include_str!("m0009_ui.sql") }),
+            Box::new(SqlMigration {
+                name: "m0010_study_wakeups",
+                sql: include_str!("m0010_study_wakeups.sql"),
+            }),
         ]
     }
 }
