@@ -659,7 +659,11 @@ impl Queue {
 
     /// Ends the leased job in `state` (`cancelled` or `pruned`), its attempt with the same
     /// outcome, keeping its checkpoint; fenced by the lease.
-    pub(crate) async fn stopped_as(&self, lease: &Lease, state: JobState) -> Result<(), QueueError> {
+    pub(crate) async fn stopped_as(
+        &self,
+        lease: &Lease,
+        state: JobState,
+    ) -> Result<(), QueueError> {
         let done = sqlx::query(&format!(
             "WITH done AS ( \
                  UPDATE jobs SET state = $3, lease_owner = NULL, lease_expires_at = NULL, \
