@@ -1,7 +1,8 @@
 //! Studies at the API (no worker runs here; tests/e2e/studies.rs trains trials through the
 //! real binaries): a study is accepted and its scheduler queues `parallel_trials` trials as
 //! jobs of the team, every bad field is named in one 422, a study fails once more trials
-//! failed than allowed, a stop cancels the open trials, roles and teams are enforced.
+//! failed than allowed, a stop cancels the open trials, roles and teams are enforced, and
+//! two replicas' schedulers never propose a trial twice.
 
 use std::time::{Duration, Instant};
 
@@ -218,4 +219,28 @@ async fn bad_study_specs_name_every_field() {
     assert!(body["error"]["details"]["fields"]["base.target"].is_string(), "{body:#}");
     let page: Value = app.get("/v1/studies", &team.viewer).await.json().await.unwrap();
     assert_eq!(page["items"], json!([]), "nothing was created");
+}
+
+#[tokio::test]
+async fn two_replicas_schedule_a_study_without_proposing_a_trial_twice() {
+    let app = spawn_app().await;
+    // A second API process on the same database: its own scheduler races the first.
+    let (_replica, _cache) = app.replica(kiln_api::serving::ServingArgs::defaults()).await;
+    let team = app.team("replicas").await;
+    let data = app.upload(&team.member, "iris", "text/csv", example("iris.csv")).await;
+    let mut spec = study(&data);
+    spec["parallel_trials"] = json!(3);
+    let res = app.post("/v1/studies", &team.member, spec).await;
+    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let s = wait_for(&app, &team.viewer, &id, |s| s["counts"]["queued"] == 3).await;
+    // Several passes of both schedulers later: still three trials, numbered once each, and
+    // the team has exactly their three jobs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s2 = get_study(&app, &team.viewer, &id).await;
+    assert_eq!(s2["trials"], s["trials"], "{s2:#}");
+    let numbers: Vec<u64> =
+        s2["trials"].as_array().unwrap().iter().map(|t| t["number"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [0, 1, 2]);
+    let jobs: Value = app.get("/v1/jobs", &team.viewer).await.json().await.unwrap();
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 3, "{jobs:#}");
 }
