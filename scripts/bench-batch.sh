@@ -18,42 +18,9 @@ kiln_ensure_libtorch
 command -v curl >/dev/null 2>&1 || kiln_apt_install curl >&2
 command -v psql >/dev/null 2>&1 || kiln_apt_install postgresql-client >&2
 rows="${BENCH_ROWS:-1000000}" batch="${BENCH_BATCH:-1000}"
-if [ -z "${BENCH_NO_BUILD:-}" ]; then
-  kiln_log "building the release binaries"
-  cargo build --release --locked -p kiln-api -p kiln-worker -p kiln-cli
-fi
-bin="$CARGO_TARGET_DIR/release"
-kiln() { "$bin/kiln" "$@"; }
-
-state=$(mktemp -d /tmp/kiln-bench-batch.XXXXXX)
-mkdir -p "$state/logs"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  kiln_stop_private_postgres "$state/postgres" 2>/dev/null || true
-  rm -f "$state/score.csv"
-  kiln_log "logs kept in $state/logs"
-}
-trap cleanup EXIT
-start() { local name="$1"; shift; setsid nohup "$@" >>"$state/logs/$name.log" 2>&1 </dev/null & pids+=("$!"); }
-
-pg_port=$(kiln_free_port)
-kiln_start_private_postgres "$state/postgres" "$pg_port"
-psql "postgres://postgres@127.0.0.1:$pg_port/postgres" -Xqc "create database kiln" >/dev/null
-export KILN_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/kiln"
-export KILN_ARTIFACT_STORE="file://$state/artifacts"
-export KILN_API_BIND="127.0.0.1:$(kiln_free_port)"
-export KILN_API_URL="http://$KILN_API_BIND"
-export KILN_WORKER_METRICS_BIND="127.0.0.1:$(kiln_free_port)"
-kiln admin migrate
-export KILN_TOKEN
-KILN_TOKEN=$(kiln admin bootstrap --name bench)
-KILN_SERVING_CACHE_DIR="$state/serving-cache" start kiln-api "$bin/kiln-api"
-kiln_wait_http "$KILN_API_URL/readyz" 120 || { tail -n 30 "$state/logs/kiln-api.log" >&2; exit 1; }
-KILN_WORKER_CACHE_DIR="$state/worker-cache" start kiln-worker "$bin/kiln-worker"
-kiln admin teams create bench >/dev/null
-KILN_TOKEN=$(kiln admin tokens create --team bench --role maintainer --name bench)
+. scripts/bench/stack.sh
+kiln_bench_stack batch
+KILN_BENCH_CLEAN+=("$state/score.csv")
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 api() { local method="$1" path="$2"; shift 2; curl -fsS -X "$method" -H "Authorization: Bearer $KILN_TOKEN" "$@" "$KILN_API_URL$path"; }
 
