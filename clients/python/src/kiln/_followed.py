@@ -32,12 +32,13 @@ class Followed:
 
     @property
     def state(self) -> str:
-        """``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
+        """``queued``, ``running``, ``succeeded``, ``failed``, ``cancelled``, or ``pruned`` (a
+        study's trial its early-stopping rule stopped)."""
         return self.data["state"]
 
     @property
     def done(self) -> bool:
-        """True once it has ended (succeeded, failed or cancelled)."""
+        """True once it has ended (succeeded, failed, cancelled or pruned)."""
         return self.state in TERMINAL
 
     @property
