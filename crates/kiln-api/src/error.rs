@@ -67,6 +67,11 @@ impl ApiError {
         Self::new(ErrorCode::ValidationFailed, message).with_details(json!({ "fields": fields }))
     }
 
+    /// [`ApiError::validation`] of a spec's collected problems.
+    pub fn invalid(errors: &kiln_types::ValidationErrors) -> Self {
+        Self::validation(errors.fields().iter().map(|(k, v)| (k.clone(), v.clone())))
+    }
+
     /// 409 `in_use`: `what` cannot be deleted while `users` (a struct of lists by kind,
     /// such as `{"jobs": [...], "deployments": [...]}`) use it; `details` is `users`.
     pub fn in_use(what: &str, users: &impl serde::Serialize) -> Self {

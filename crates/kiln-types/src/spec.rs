@@ -353,6 +353,14 @@ impl ValidationErrors {
     pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.entry(path.into()).or_insert_with(|| message.into());
     }
+
+    /// Records every problem of `other`, each path under `prefix` (`"base."`; `""` keeps
+    /// them as they are).
+    pub fn merge_under(&mut self, prefix: &str, other: &ValidationErrors) {
+        for (path, message) in other.fields() {
+            self.add(format!("{prefix}{path}"), message.clone());
+        }
+    }
 }
 
 impl fmt::Display for ValidationErrors {

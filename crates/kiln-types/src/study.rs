@@ -283,9 +283,7 @@ impl StudySpec {
             Some(base) => match JobSpec::parse(base) {
                 Ok(spec) => Some(spec),
                 Err(e) => {
-                    for (path, message) in e.fields() {
-                        errors.add(format!("base.{path}"), message.clone());
-                    }
+                    errors.merge_under("base.", &e);
                     None
                 }
             },

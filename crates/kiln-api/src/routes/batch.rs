@@ -72,10 +72,6 @@ pub fn view(b: BatchPredictionJob) -> BatchPrediction {
     }
 }
 
-fn validation(problems: ValidationErrors) -> ApiError {
-    ApiError::validation(problems.fields().iter().map(|(k, v)| (k.clone(), v.clone())))
-}
-
 /// The request as a spec: unknown fields and wrongly typed ones each named (422).
 fn parse_spec(body: &Value) -> Result<BatchPredictionSpec, ApiError> {
     let Some(object) = body.as_object() else {
@@ -134,11 +130,11 @@ fn parse_spec(body: &Value) -> Result<BatchPredictionSpec, ApiError> {
         _ => {}
     }
     if !problems.is_empty() {
-        return Err(validation(problems));
+        return Err(ApiError::invalid(&problems));
     }
     let spec: BatchPredictionSpec = serde_json::from_value(body.clone())
         .map_err(|e| ApiError::validation([("body".to_owned(), e.to_string())]))?;
-    spec.validate().map_err(validation)?;
+    spec.validate().map_err(|e| ApiError::invalid(&e))?;
     Ok(spec)
 }
 
@@ -176,7 +172,7 @@ pub async fn create(
         problems.add("model", format!("no model named `{}` in your team", spec.model));
     }
     if !problems.is_empty() {
-        return Err(validation(problems));
+        return Err(ApiError::invalid(&problems));
     }
     let (model, dataset) = (model.expect("checked"), dataset.expect("checked"));
     let version = match (&spec.alias, spec.version) {

@@ -19,10 +19,6 @@ use crate::error::ApiError;
 use crate::pagination::ListQuery;
 use crate::state::AppState;
 
-fn validation(errors: &ValidationErrors) -> ApiError {
-    ApiError::validation(errors.fields().iter().map(|(k, v)| (k.clone(), v.clone())))
-}
-
 /// The study as the API answers it; `trials` empty when `with_trials` is false.
 pub fn view(study: StudyRow, trials: &[TrialRow], with_trials: bool) -> Study {
     let spec = &study.spec;
@@ -80,18 +76,16 @@ pub async fn create(
     caller.require(Role::Member)?;
     let team = caller.team()?;
     crate::validate::no_nul_chars(&body, "")?;
-    let spec = StudySpec::parse(&body).map_err(|e| validation(&e))?;
-    let base = spec.base_spec().map_err(|e| validation(&e))?;
+    let spec = StudySpec::parse(&body).map_err(|e| ApiError::invalid(&e))?;
+    let base = spec.base_spec().map_err(|e| ApiError::invalid(&e))?;
     // The base spec against its dataset, as a job's: every problem under `base.`.
     let mut problems = ValidationErrors::default();
     let (inputs, shape) =
         crate::routes::submit::resolve_inputs(&state, team, &base, &mut problems).await?;
     if !problems.is_empty() {
         let mut prefixed = ValidationErrors::default();
-        for (path, message) in problems.fields() {
-            prefixed.add(format!("base.{path}"), message.clone());
-        }
-        return Err(validation(&prefixed));
+        prefixed.merge_under("base.", &problems);
+        return Err(ApiError::invalid(&prefixed));
     }
     if let Some(shape) = &shape {
         // The largest model the space can propose must fit, as any job's must.

@@ -55,7 +55,7 @@ pub(crate) async fn resolve_inputs(
         None => problems.add("dataset_id", "no dataset with this id in your team"),
         Some(d) => {
             if let Err(errors) = spec.check_against(&d.schema) {
-                merge(problems, errors);
+                problems.merge_under("", &errors);
             }
             shape = spec.data_shape(&d.schema);
             inputs.dataset = Some(input_of(&d)?);
@@ -65,18 +65,12 @@ pub(crate) async fn resolve_inputs(
         match datasets::get(&state.db, team, *dataset_id).await? {
             Some(d) => match spec.check_script(&d.schema) {
                 Ok(()) => inputs.script = Some(input_of(&d)?),
-                Err(errors) => merge(problems, errors),
+                Err(errors) => problems.merge_under("", &errors),
             },
             None => problems.add("model.dataset_id", "no upload with this id in your team"),
         }
     }
     Ok((inputs, shape))
-}
-
-fn merge(into: &mut ValidationErrors, errors: ValidationErrors) {
-    for (path, message) in errors.fields() {
-        into.add(path.clone(), message.clone());
-    }
 }
 
 /// Refuses a model whose estimated training memory exceeds the limit: a 422 naming the
@@ -153,15 +147,11 @@ pub async fn submit(
         }
     };
     crate::validate::no_nul_chars(&body, "")?;
-    let spec = JobSpec::parse(&body).map_err(|errors| {
-        ApiError::validation(errors.fields().iter().map(|(k, v)| (k.clone(), v.clone())))
-    })?;
+    let spec = JobSpec::parse(&body).map_err(|errors| ApiError::invalid(&errors))?;
     let mut problems = ValidationErrors::default();
     let (inputs, shape) = resolve_inputs(&state, team, &spec, &mut problems).await?;
     if !problems.is_empty() {
-        return Err(ApiError::validation(
-            problems.fields().iter().map(|(k, v)| (k.clone(), v.clone())),
-        ));
+        return Err(ApiError::invalid(&problems));
     }
     if let Some(shape) = &shape {
         check_model_memory(&spec, shape, state.limits.model_memory_bytes)?;
